@@ -1,0 +1,184 @@
+"""Command line: parse arguments, build the config objects, call the subsystem. Nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from localseek import __version__
+from localseek.errors import LocalseekError
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="HF directory, .gguf file or Hub id (default: the embedded Gemma 3 270M demo model)",
+    )
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--max-num-seqs", type=int, default=64)
+    p.add_argument("--max-num-batched-tokens", type=int, default=2048)
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--kv-cache-tokens", type=int, default=None)
+    p.add_argument("--no-prefix-caching", action="store_true")
+
+
+def _engine_config(args: argparse.Namespace):
+    from localseek.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
+
+    model = args.model
+    if model is None:
+        from localseek.weights.default_model import default_model_path
+
+        model = default_model_path()
+    return EngineConfig(
+        model=ModelConfig(
+            model=model, dtype=args.dtype, device=args.device, max_model_len=args.max_model_len
+        ),
+        cache=CacheConfig(
+            block_size=args.block_size,
+            enable_prefix_caching=not args.no_prefix_caching,
+            kv_cache_tokens=args.kv_cache_tokens,
+        ),
+        scheduler=SchedulerConfig(
+            max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens
+        ),
+    )
+
+
+def _add_server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key", default=os.environ.get("LOCALSEEK_API_KEY"))
+    p.add_argument("--served-model-name", default=None)
+    p.add_argument("--max-queue", type=int, default=None, help="waiting requests at most")
+
+
+def _server_config(args: argparse.Namespace):
+    from localseek.server.config import ServerConfig
+
+    fields = {
+        "host": args.host,
+        "port": args.port,
+        "api_key": args.api_key,
+        "served_model_name": args.served_model_name,
+    }
+    if args.max_queue is not None:
+        fields["max_queue"] = args.max_queue
+    return ServerConfig(**fields)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from localseek.engine.llm import LLM
+    from localseek.sampling_params import SamplingParams
+
+    config = _engine_config(args)
+    llm = LLM.from_config(config)
+    params = SamplingParams(
+        temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed
+    )
+    if args.chat:
+        out = llm.chat([[{"role": "user", "content": args.prompt}]], params, use_tqdm=False)[0]
+    else:
+        out = llm.generate([args.prompt], params, use_tqdm=False)[0]
+    print(out.text)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from localseek.server.main import run_server
+
+    run_server(_engine_config(args), _server_config(args))
+    return 0
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    from localseek.gateway.main import run_gateway
+
+    run_gateway(args.config, args.host, args.port)
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from localseek.ops.plan import format_plan, plan
+
+    result = plan(args.model, quant=args.quant, context=args.context, concurrency=args.concurrency)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_plan(result))
+    return 0
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from localseek.gateway.config import load_gateway_config
+    from localseek.ops.deploy.nginx import render_nginx
+
+    print(render_nginx(load_gateway_config(args.config)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="localseek", description="Self-hosted serving for DeepSeek-family models."
+    )
+    parser.add_argument("--version", action="version", version=f"localseek {__version__}")
+    parser.add_argument("--log-level", default=os.environ.get("LOCALSEEK_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate text for one prompt")
+    _add_engine_args(gen)
+    gen.add_argument("prompt", nargs="?", default=None)
+    gen.add_argument("--max-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    gen.set_defaults(func=_cmd_generate)
+
+    serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server")
+    _add_engine_args(serve)
+    _add_server_args(serve)
+    serve.set_defaults(func=_cmd_serve)
+
+    gw = sub.add_parser("gateway", help="gateway over many OpenAI-compatible upstreams")
+    gw.add_argument("--config", required=True)
+    gw.add_argument("--host", default=None)
+    gw.add_argument("--port", type=int, default=None)
+    gw.set_defaults(func=_cmd_gateway)
+
+    pl = sub.add_parser("plan", help="hardware sizing for a model")
+    pl.add_argument("model", help="known model name, config.json or model directory")
+    pl.add_argument("--quant", default="bf16")
+    pl.add_argument("--context", type=int, default=4096)
+    pl.add_argument("--concurrency", type=int, default=1)
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=_cmd_plan)
+
+    dep = sub.add_parser("deploy", help="render deployment artifacts")
+    dep.add_argument("target", choices=["nginx"])
+    dep.add_argument("--config", required=True)
+    dep.set_defaults(func=_cmd_deploy)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "generate" and args.prompt is None:
+        # `localseek generate "Hello"` with the default model: the one positional is the prompt.
+        args.prompt, args.model = args.model, None
+        if args.prompt is None:
+            print("localseek generate: a PROMPT is required", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except LocalseekError as exc:
+        print(f"localseek: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""The inference engine: scheduling, paged KV, model execution, sampling."""

@@ -1,0 +1,159 @@
+"""Turning an EngineConfig into a loaded model, its tokenizer and a sized KV pool."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from localseek.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
+from localseek.errors import ConfigError
+from localseek.models.registry import resolve_model_class
+from localseek.weights.loader import open_model
+from localseek.weights.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What load time discovered: values found at run time, kept apart from the config."""
+
+    model: torch.nn.Module
+    tokenizer: Tokenizer
+    device: torch.device
+    dtype: torch.dtype
+    max_model_len: int
+    num_kv_blocks: int
+    kv_bytes_per_token: int
+    vocab_size: int
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {name!r}: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        # CPU: float32 keeps matrix-vector decode fast here (bf16 GEMV is slow on CPUs
+        # without native bf16 vector units); CUDA: bfloat16.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[name]
+
+
+def load_model(config: EngineConfig) -> LoadedModel:
+    """Open the weights, build the model class for its architecture, size the KV pool."""
+    source = open_model(config.model.model)
+    device = resolve_device(config.model.device)
+    dtype = resolve_dtype(config.model.dtype, device)
+    model_cls = resolve_model_class(source.config)
+    with torch.device(device):
+        model = model_cls(source.config, dtype, device)
+    bar = tqdm(
+        total=source.num_tensors,
+        desc="Loading weights",
+        unit="tensor",
+        disable=not config.show_progress,
+    )
+
+    def counted():
+        for item in source.weights():
+            yield item
+            bar.update(1)
+
+    model.load_weights(counted())
+    bar.close()
+    model.eval()
+    max_model_len = _max_model_len(config.model, model.max_model_len)
+    from localseek.engine.runner import ModelRunner
+
+    bytes_per_token = ModelRunner.kv_bytes_per_token(model, dtype)
+    num_blocks = _num_kv_blocks(
+        config.cache, config.scheduler, bytes_per_token, max_model_len, device
+    )
+    logger.info(
+        "KV pool: %d blocks x %d tokens, %d bytes/token (%.1f MiB)",
+        num_blocks,
+        config.cache.block_size,
+        bytes_per_token,
+        num_blocks * config.cache.block_size * bytes_per_token / 2**20,
+    )
+    vocab_size = int(source.config.get("vocab_size") or source.tokenizer.vocab_size)
+    return LoadedModel(
+        model=model,
+        tokenizer=source.tokenizer,
+        device=device,
+        dtype=dtype,
+        max_model_len=max_model_len,
+        num_kv_blocks=num_blocks,
+        kv_bytes_per_token=bytes_per_token,
+        vocab_size=vocab_size,
+    )
+
+
+def _max_model_len(config: ModelConfig, native: int) -> int:
+    if config.max_model_len is None:
+        return native
+    if config.max_model_len > native:
+        raise ConfigError(
+            f"max_model_len {config.max_model_len} exceeds the model's context of {native} tokens"
+        )
+    return config.max_model_len
+
+
+def _num_kv_blocks(
+    cache: CacheConfig,
+    sched: SchedulerConfig,
+    bytes_per_token: int,
+    max_model_len: int,
+    device: torch.device,
+) -> int:
+    if cache.kv_cache_tokens is not None:
+        return math.ceil(cache.kv_cache_tokens / cache.block_size)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        budget = int(free * cache.kv_cache_memory_fraction)
+    else:
+        budget = int(_available_ram() * cache.kv_cache_memory_fraction * 0.5)
+        if cache.kv_cache_max_bytes is not None:
+            budget = min(budget, cache.kv_cache_max_bytes)
+    # No point holding more than every running sequence at full context.
+    useful_tokens = sched.max_num_seqs * max_model_len
+    tokens = min(budget // max(1, bytes_per_token), useful_tokens)
+    blocks = tokens // cache.block_size
+    needed = math.ceil(max_model_len / cache.block_size)
+    if blocks < 1:
+        raise ConfigError(
+            f"the KV cache budget ({budget} bytes) holds no block of {cache.block_size} tokens at "
+            f"{bytes_per_token} bytes/token; set kv_cache_tokens or free memory"
+        )
+    if blocks < needed:
+        logger.warning(
+            "KV pool (%d tokens) is smaller than the context (%d tokens): long requests will be "
+            "refused",
+            blocks * cache.block_size,
+            max_model_len,
+        )
+    return blocks
+
+
+def _available_ram() -> int:
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES")
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30

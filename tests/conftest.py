@@ -1,0 +1,13 @@
+"""Shared test setup: makes tests/helpers importable (tiny model and tokenizer factories)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+
+# Tests must never reach the Hugging Face Hub; the loaders' offline error path is tested instead.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
