@@ -1,0 +1,194 @@
+"""Sampler: next tokens from logits with penalties, temperature, top-k/top-p/min-p, seeds, logprobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from localseek.engine.sequence import Sequence
+from localseek.sampling_params import SamplingParams
+
+# Temperatures below this are treated as greedy: dividing by them overflows float32 logits.
+_MIN_TEMPERATURE = 1e-5
+# Exponential draws are clamped away from 0 so probs / q stays finite (0 / tiny = 0, never NaN).
+_MIN_EXPONENTIAL = 1e-30
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass
+class SamplerOutput:
+    token_ids: list[int]
+    logprobs: list[dict[int, float] | None]  # per seq: {token_id: logprob}, chosen token included
+
+
+def seed_for_position(seed: int, position: int) -> int:
+    """A 63-bit generator seed from (request seed, output position) via splitmix64 mixing.
+
+    Re-seeding per position makes a seeded token independent of how many random numbers other
+    requests in the batch (or earlier steps, or a preemption recompute) consumed.
+    """
+    z = (seed * 0x9E3779B97F4A7C15 + position + 1) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) >> 1
+
+
+class Sampler:
+    """Chooses one token per sequence from its logits row; rows never influence each other.
+
+    Order per row: min_tokens mask, repetition penalty (HF: prompt + output tokens),
+    presence/frequency penalties (OpenAI: output tokens), then greedy argmax if temperature is
+    0, else temperature, top-k, top-p, min-p, and a draw. Common rows (no penalty, no seed) are
+    processed as one batch; per-row work happens only for rows that ask for it.
+    """
+
+    def __init__(self) -> None:
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
+        assert logits.dim() == 2 and logits.shape[0] == len(seqs), (logits.shape, len(seqs))
+        raw = logits.float()  # [S, V]
+        processed = self._process(raw, seqs)
+        # Greedy for every row (one batched op; ties -> lowest id), then sampled rows replaced.
+        chosen = processed.argmax(dim=-1)  # [S]
+        sampled_rows = [
+            i for i, s in enumerate(seqs) if s.sampling_params.temperature >= _MIN_TEMPERATURE
+        ]
+        if sampled_rows:
+            index = torch.tensor(sampled_rows, device=raw.device)
+            chosen[index] = self._sample(processed[index], [seqs[i] for i in sampled_rows])
+        logprobs = _logprobs(raw, chosen, seqs)
+        return SamplerOutput(token_ids=chosen.tolist(), logprobs=logprobs)
+
+    # ---- logits processing ----------------------------------------------------------------
+
+    def _process(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """Min-tokens masking and penalties, on a copy only when some row needs them."""
+        out = logits
+        for row, seq in enumerate(seqs):
+            params = seq.sampling_params
+            banned = _banned_before_min_tokens(seq)
+            needs_rep = params.repetition_penalty != 1.0
+            needs_openai = params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
+            if not (banned or needs_rep or needs_openai):
+                continue
+            if out is logits:
+                out = logits.clone()
+            if banned:
+                ids = torch.tensor([t for t in banned if t < out.shape[1]], device=out.device)
+                out[row, ids] = float("-inf")
+            if needs_rep:
+                _repetition_penalty(out[row], seq, params.repetition_penalty)
+            if needs_openai and seq.output_token_ids:
+                _openai_penalties(out[row], seq, params.presence_penalty, params.frequency_penalty)
+        return out
+
+    # ---- sampling -------------------------------------------------------------------------
+
+    def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """Temperature, top-k/top-p/min-p, then an exponential race: argmax(p / q), q ~ Exp(1),
+        which draws token i with probability p_i and needs no CPU sync."""
+        device = logits.device
+        params = [s.sampling_params for s in seqs]
+        temperature = torch.tensor([p.temperature for p in params], device=device)
+        logits = logits / temperature.unsqueeze(1)  # [S, V]
+        if any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0.0 for p in params):
+            logits = mask_top_k_top_p_min_p(logits, params)
+        probs = torch.softmax(logits, dim=-1)  # [S, V]
+        seeded = [row for row, p in enumerate(params) if p.seed is not None]
+        q = torch.empty_like(probs)  # [S, V]
+        if len(seeded) < len(seqs):
+            q.exponential_()  # unseeded rows: the default generator, one call for the batch
+        for row in seeded:
+            q[row] = self._seeded_exponentials(seqs[row], probs.shape[1], device)
+        return (probs / q.clamp_min_(_MIN_EXPONENTIAL)).argmax(dim=-1)
+
+    def _seeded_exponentials(self, seq: Sequence, vocab: int, device: torch.device) -> torch.Tensor:
+        generator = self._generators.get(device)
+        if generator is None:
+            generator = self._generators[device] = torch.Generator(device=device)
+        seed = seq.sampling_params.seed
+        generator.manual_seed(seed_for_position(seed, seq.num_output_tokens))
+        return torch.empty(vocab, device=device).exponential_(generator=generator)  # [V]
+
+
+def _banned_before_min_tokens(seq: Sequence) -> list[int]:
+    params = seq.sampling_params
+    if seq.num_output_tokens >= params.min_tokens:
+        return []
+    banned = set(params.stop_token_ids)
+    if not params.ignore_eos:
+        banned |= seq.eos_token_ids
+    return sorted(banned)
+
+
+def _repetition_penalty(row: torch.Tensor, seq: Sequence, penalty: float) -> None:
+    """HF semantics, in place: each token seen in prompt or output has its logit divided by the
+    penalty if positive, multiplied if negative (so it always becomes less likely for p > 1)."""
+    ids = torch.tensor(seq.prompt_token_ids + seq.output_token_ids, device=row.device)
+    ids = ids[ids < row.shape[0]].unique()  # [U]
+    if ids.numel() == 0:
+        return
+    seen = row[ids]
+    row[ids] = torch.where(seen > 0, seen / penalty, seen * penalty)
+
+
+def _openai_penalties(row: torch.Tensor, seq: Sequence, presence: float, frequency: float) -> None:
+    """OpenAI semantics, in place: logit -= frequency * count + presence * (count > 0),
+    counting output tokens only."""
+    vocab = row.shape[0]
+    ids = torch.tensor(seq.output_token_ids, device=row.device)
+    counts = torch.bincount(ids[ids < vocab], minlength=vocab)[:vocab].to(row.dtype)  # [V]
+    row -= frequency * counts + presence * (counts > 0).to(row.dtype)
+
+
+def mask_top_k_top_p_min_p(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    """Set to -inf every token outside each row's top-k / top-p / min-p set (HF semantics).
+
+    top-k keeps every token tied with the k-th largest logit; top-p keeps a token while the
+    probability mass strictly above it is below top_p; min-p drops tokens whose probability is
+    below min_p times the most likely one. Rows with a feature disabled are left bit-exact.
+    """
+    device = logits.device
+    vocab = logits.shape[1]
+    top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=device)
+    top_p = torch.tensor([p.top_p for p in params], device=device).unsqueeze(1)  # [S, 1]
+    min_p = torch.tensor([p.min_p for p in params], device=device).unsqueeze(1)  # [S, 1]
+    if any(p.top_k > 0 for p in params):
+        sorted_logits, _ = logits.sort(dim=-1, descending=True)  # [S, V]
+        kth = sorted_logits.gather(1, (top_k.clamp(max=vocab) - 1).unsqueeze(1))  # [S, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if any(p.top_p < 1.0 for p in params):
+        sorted_logits, order = logits.sort(dim=-1, descending=True, stable=True)
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)  # [S, V]
+        mass_above = sorted_probs.cumsum(dim=-1) - sorted_probs  # [S, V]
+        drop_sorted = (mass_above >= top_p) & (top_p < 1.0)
+        drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    if any(p.min_p > 0.0 for p in params):
+        probs = torch.softmax(logits, dim=-1)  # [S, V]
+        threshold = min_p * probs.max(dim=-1, keepdim=True).values  # [S, 1]
+        logits = logits.masked_fill(probs < threshold, float("-inf"))
+    return logits
+
+
+def _logprobs(raw: torch.Tensor, chosen: torch.Tensor, seqs: list[Sequence]) -> list:
+    """Per seq: {token: logprob} of the raw model distribution, top-n plus the chosen token."""
+    wanted = [(i, s.sampling_params.logprobs) for i, s in enumerate(seqs)]
+    wanted = [(i, n) for i, n in wanted if n is not None]
+    result: list[dict[int, float] | None] = [None] * len(seqs)
+    if not wanted:
+        return result
+    rows = torch.tensor([i for i, _ in wanted], device=raw.device)
+    logprobs = torch.log_softmax(raw[rows], dim=-1)  # [W, V]
+    chosen_lp = logprobs.gather(1, chosen[rows].unsqueeze(1)).squeeze(1).tolist()  # [W]
+    max_n = min(max(n for _, n in wanted), raw.shape[1])
+    top_lp, top_ids = logprobs.topk(max_n, dim=-1)  # [W, max_n] each
+    top_lp, top_ids = top_lp.tolist(), top_ids.tolist()
+    chosen_ids = chosen[rows].tolist()
+    for w, (i, n) in enumerate(wanted):
+        entry = {int(t): float(lp) for t, lp in zip(top_ids[w][:n], top_lp[w][:n], strict=True)}
+        entry[chosen_ids[w]] = float(chosen_lp[w])
+        result[i] = entry
+    return result

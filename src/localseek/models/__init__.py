@@ -1,0 +1,1 @@
+"""Model implementations, layers and the paged attention they share."""
