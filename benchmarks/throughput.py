@@ -73,8 +73,10 @@ def run_localseek(model_dir: Path, prompts, out_lens, dtype: str) -> dict:
         if time.perf_counter() - last_print > 5:
             last_print = time.perf_counter()
             rate = generated / (last_print - t0)
-            print(f"  localseek: {done}/{len(prompts)} done, {generated} tokens, {rate:.1f} tok/s",
-                  flush=True)
+            print(
+                f"  localseek: {done}/{len(prompts)} done, {generated} tokens, {rate:.1f} tok/s",
+                flush=True,
+            )
     seconds = time.perf_counter() - t0
     from localseek.engine.runner import ModelRunner
 
@@ -134,11 +136,15 @@ def main() -> None:
 
         vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
         prompts, out_lens = make_workload(args.requests, args.seed, vocab)
-        print(f"workload: {len(prompts)} requests, {sum(map(len, prompts))} prompt tokens, "
-              f"{sum(out_lens)} output tokens; torch threads {torch.get_num_threads()}")
+        print(
+            f"workload: {len(prompts)} requests, {sum(map(len, prompts))} prompt tokens, "
+            f"{sum(out_lens)} output tokens; torch threads {torch.get_num_threads()}"
+        )
         ls = run_localseek(model_dir, prompts, out_lens, args.dtype)
-        hf = None if args.skip_transformers else run_transformers(
-            model_dir, prompts, out_lens, args.dtype, args.hf_batch_size
+        hf = (
+            None
+            if args.skip_transformers
+            else run_transformers(model_dir, prompts, out_lens, args.dtype, args.hf_batch_size)
         )
 
     ls_rate = ls["tokens"] / ls["seconds"]
@@ -148,18 +154,24 @@ def main() -> None:
     print(f"| localseek | {ls['tokens']} | {ls['seconds']:.1f} | {ls_rate:.1f} |")
     if hf is not None:
         hf_rate = hf["tokens"] / hf["seconds"]
-        print(f"| transformers generate (padded batch of {args.hf_batch_size}) | {hf['tokens']} | "
-              f"{hf['seconds']:.1f} | {hf_rate:.1f} |")
+        print(
+            f"| transformers generate (padded batch of {args.hf_batch_size}) | {hf['tokens']} | "
+            f"{hf['seconds']:.1f} | {hf_rate:.1f} |"
+        )
         print(f"\nratio localseek / transformers: {ls_rate / hf_rate:.2f}x")
     bpt = ls["bytes_per_token"]
     prealloc = len(prompts) * ls["max_model_len"] * bpt
     padded = len(prompts) * (max(map(len, prompts)) + max(out_lens)) * bpt
     print(f"\nKV bytes per token: {bpt}")
     print(f"KV memory, paged peak:                      {ls['peak_kv_bytes'] / 2**20:8.1f} MiB")
-    print(f"KV memory, max_model_len per sequence:      {prealloc / 2**20:8.1f} MiB "
-          f"(paged saves {100 * (1 - ls['peak_kv_bytes'] / prealloc):.0f}%)")
-    print(f"KV memory, padded batch (longest prompt+output): {padded / 2**20:8.1f} MiB "
-          f"(paged saves {100 * (1 - ls['peak_kv_bytes'] / padded):.0f}%)")
+    print(
+        f"KV memory, max_model_len per sequence:      {prealloc / 2**20:8.1f} MiB "
+        f"(paged saves {100 * (1 - ls['peak_kv_bytes'] / prealloc):.0f}%)"
+    )
+    print(
+        f"KV memory, padded batch (longest prompt+output): {padded / 2**20:8.1f} MiB "
+        f"(paged saves {100 * (1 - ls['peak_kv_bytes'] / padded):.0f}%)"
+    )
 
 
 if __name__ == "__main__":

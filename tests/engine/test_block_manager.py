@@ -212,6 +212,8 @@ def test_preempted_sequence_finds_its_own_output_tokens_in_the_cache():
     seq.num_computed_tokens = 0
     seq.num_preemptions = 1
     assert bm.lookup_prefix(seq) == 8  # 11 tokens: two full blocks, output tokens included
+    # Content decides, not where the prompt ended: the same 11 tokens as a prompt hit too.
+    assert bm.lookup_prefix(make_seq(list(range(1, 12)))) == 8
     assert bm.allocate(seq, 3)
     assert seq.num_computed_tokens == 8
     assert seq.num_cached_tokens == 0  # the client-facing count is from the first schedule
@@ -244,3 +246,16 @@ def test_can_ever_fit_is_about_the_whole_pool():
     assert bm.can_ever_fit(16)
     assert not bm.can_ever_fit(17)
     assert bm.capacity_tokens == 16
+
+
+def test_reset_prefix_cache_forgets_unused_cached_blocks_only():
+    bm = BlockManager(num_blocks=8, block_size=4, enable_prefix_caching=True)
+    run_prefill(bm, kept := make_seq(list(range(9))))
+    run_prefill(bm, dropped := make_seq(list(range(50, 59))))
+    bm.free(dropped)
+    bm.reset_prefix_cache()
+    bm.assert_consistent()
+    assert bm.lookup_prefix(make_seq(list(range(50, 59)))) == 0
+    assert bm.lookup_prefix(make_seq(list(range(9)))) == 8  # still held by a live sequence
+    bm.free(kept)
+    assert_whole(bm)

@@ -19,8 +19,9 @@ from localseek.errors import (
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory):
     model_dir = make_tiny_model(tmp_path_factory.mktemp("llama"), "llama")
-    return LLM(str(model_dir), dtype="float32", device="cpu", show_progress=False,
-               max_model_len=128)
+    return LLM(
+        str(model_dir), dtype="float32", device="cpu", show_progress=False, max_model_len=128
+    )
 
 
 def assert_pool_whole(llm):

@@ -65,8 +65,9 @@ ENGINE_SETUPS = {
 @pytest.mark.parametrize("setup", list(ENGINE_SETUPS))
 def test_greedy_matches_transformers(model_and_reference, setup):
     model_dir, expected = model_and_reference
-    llm = LLM(str(model_dir), dtype="float32", device="cpu", show_progress=False,
-              **ENGINE_SETUPS[setup])
+    llm = LLM(
+        str(model_dir), dtype="float32", device="cpu", show_progress=False, **ENGINE_SETUPS[setup]
+    )
     outs = llm.generate(PROMPTS, GREEDY)
     assert [o.token_ids for o in outs] == expected
     assert all(o.finish_reason == "length" for o in outs)

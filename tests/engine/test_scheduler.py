@@ -57,6 +57,16 @@ def step(sched: Scheduler, token: int = 1) -> SchedulerOutput:
     return out
 
 
+def drain(sched: Scheduler, max_steps: int = 500) -> None:
+    """Step until nothing is left; a step that does nothing while work remains is a stall."""
+    for _ in range(max_steps):
+        if not sched.has_unfinished():
+            return
+        out = step(sched)
+        assert out.scheduled or out.finished, "scheduler stalled with work left"
+    raise AssertionError(f"not drained after {max_steps} steps")
+
+
 def plan(out: SchedulerOutput) -> list[tuple[Sequence, int]]:
     return [(item.seq, item.num_new_tokens) for item in out.scheduled]
 
@@ -236,8 +246,7 @@ def test_preempted_sequence_resumes_recomputing_prompt_and_outputs():
     out = step(sched)
     assert plan(out) == [(low_late, 5)]  # 3 prompt + 2 output tokens, all recomputed
     assert low_late.num_output_tokens == 3
-    for seq in (high, low_early, low_late):
-        sched.finish(seq, "stop") if not seq.is_finished else None
+    sched.finish(low_late, "stop")
     assert not sched.has_unfinished()
     assert_pool_whole(sched)
 
@@ -304,8 +313,7 @@ def test_pool_is_whole_after_finish():
     seqs = [make_seq(9, max_tokens=3) for _ in range(3)]
     for seq in seqs:
         sched.add(seq)
-    while sched.has_unfinished():
-        step(sched)
+    drain(sched)
     assert all(s.finish_reason == "length" and s.block_table == [] for s in seqs)
     assert_pool_whole(sched)
 
@@ -341,8 +349,7 @@ def test_abort_between_schedule_and_step_done_leaks_nothing():
 
 def test_pool_is_whole_after_preempted_sequences_finish():
     sched, high, low_early, low_late = _three_decoding()
-    while sched.has_unfinished():
-        step(sched)
+    drain(sched)
     assert low_late.num_preemptions >= 1
     assert_pool_whole(sched)
 

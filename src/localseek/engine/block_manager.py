@@ -42,6 +42,16 @@ def chain_hash(parent: bytes | None, token_ids: list[int]) -> bytes:
     return digest.digest()
 
 
+def _tokens(seq: Sequence, start: int, end: int) -> list[int]:
+    """Token ids [start, end) without building prompt + output (O(block), not O(sequence))."""
+    n = seq.num_prompt_tokens
+    if end <= n:
+        return seq.prompt_token_ids[start:end]
+    if start >= n:
+        return seq.output_token_ids[start - n : end - n]
+    return seq.prompt_token_ids[start:] + seq.output_token_ids[: end - n]
+
+
 class BlockManager:
     """Hands out KV blocks to sequences; reuses cached full blocks for shared prefixes."""
 
@@ -108,7 +118,7 @@ class BlockManager:
         hashes: list[bytes] = []
         parent: bytes | None = None
         for i in range(max_blocks):
-            parent = chain_hash(parent, seq.token_slice(i * bs, (i + 1) * bs))
+            parent = chain_hash(parent, _tokens(seq, i * bs, (i + 1) * bs))
             block_id = self._by_hash.get(parent)
             if block_id is None:
                 break
@@ -135,8 +145,10 @@ class BlockManager:
         computed = len(hit_ids) * self.block_size if first else seq.num_computed_tokens
         if first:
             assert seq.num_computed_tokens == 0, (seq.request_id, seq.num_computed_tokens)
+        end = computed + num_new_tokens  # slots needed: KV is never made for unknown tokens
+        assert end <= seq.num_tokens, (seq.request_id, end, seq.num_tokens)
         have = len(seq.block_table) + len(hit_ids)
-        num_fresh = max(0, self.blocks_for(computed + num_new_tokens) - have)
+        num_fresh = max(0, self.blocks_for(end) - have)
         # Hit blocks nobody uses sit in the LRU queue and count as free: taking them uses pool.
         num_revived = sum(1 for b in hit_ids if self._blocks[b].ref_count == 0)
         if num_fresh + num_revived > self.num_free_blocks():
@@ -185,7 +197,7 @@ class BlockManager:
         num_full = min(seq.num_computed_tokens // bs, len(seq.block_table))
         for i in range(len(hashes), num_full):
             parent = hashes[-1] if hashes else None
-            block_hash = chain_hash(parent, seq.token_slice(i * bs, (i + 1) * bs))
+            block_hash = chain_hash(parent, _tokens(seq, i * bs, (i + 1) * bs))
             hashes.append(block_hash)
             block = self._blocks[seq.block_table[i]]
             # Another sequence may have computed the same block first; keep that one registered

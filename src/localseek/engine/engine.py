@@ -157,13 +157,13 @@ class Engine:
     def step(self) -> list[RequestOutput]:
         """Schedule, run the model once, sample, and report what changed."""
         out = self.scheduler.schedule()
+        outputs = [self._finished_by_scheduler(seq) for seq in out.finished]
         if not out.scheduled:
-            return []
+            return outputs
         started = time.monotonic()
         logits = self.runner.execute(out.scheduled)
         self.scheduler.on_step_done(out)
         ready = self._sequences_to_sample(out)
-        outputs: list[RequestOutput] = []
         if ready:
             sampled = self.sampler(logits, ready)
             now = time.monotonic()
@@ -175,6 +175,12 @@ class Engine:
                     del self._requests[seq.request_id]
         self._account(out, len(ready), time.monotonic() - started)
         return outputs
+
+    def _finished_by_scheduler(self, seq: Sequence) -> RequestOutput:
+        # "length": the sequence's context outgrew the whole KV pool (see scheduler.py).
+        tracked = self._requests.pop(seq.request_id)
+        tracked.metrics.finished_time = time.monotonic()
+        return self._output(tracked, finished=True)
 
     def _sequences_to_sample(self, out: SchedulerOutput) -> list[Sequence]:
         # After on_step_done, a sequence whose computed tokens caught up with its length has
@@ -221,7 +227,11 @@ class Engine:
             matched = tracked.detok.add(token_id)
             if matched is not None and past_min:
                 return "stop", matched
-        if seq.num_output_tokens >= seq.max_tokens or seq.num_tokens >= self.max_model_len:
+        if (
+            seq.num_output_tokens >= seq.max_tokens
+            or seq.num_tokens >= self.max_model_len
+            or not self.block_manager.can_ever_fit(seq.num_tokens)
+        ):
             return "length", None
         return None, None
 
@@ -255,8 +265,9 @@ class Engine:
         if seconds > 0 and num_sampled:
             rate = num_sampled / seconds
             self._decode_rate = (
-                rate if self._decode_rate == 0 else
-                (1 - _EMA_ALPHA) * self._decode_rate + _EMA_ALPHA * rate
+                rate
+                if self._decode_rate == 0
+                else (1 - _EMA_ALPHA) * self._decode_rate + _EMA_ALPHA * rate
             )
 
     def stats(self) -> EngineStats:

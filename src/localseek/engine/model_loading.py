@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from localseek.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
+from localseek.engine.runner import ModelRunner, cpu_has_fast_bf16
 from localseek.errors import ConfigError
 from localseek.models.registry import resolve_model_class
 from localseek.weights.loader import open_model
@@ -49,9 +50,10 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
-        # CPU: float32 keeps matrix-vector decode fast here (bf16 GEMV is slow on CPUs
-        # without native bf16 vector units); CUDA: bfloat16.
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        # bf16 halves the bytes every decode step reads and uses the CPU's bf16 dot-product
+        # units where it has them (measured 2-2.5x faster per layer than fp32 here).
+        fast = device.type == "cuda" or cpu_has_fast_bf16()
+        return torch.bfloat16 if fast else torch.float32
     return _DTYPES[name]
 
 
@@ -79,8 +81,6 @@ def load_model(config: EngineConfig) -> LoadedModel:
     bar.close()
     model.eval()
     max_model_len = _max_model_len(config.model, model.max_model_len)
-    from localseek.engine.runner import ModelRunner
-
     bytes_per_token = ModelRunner.kv_bytes_per_token(model, dtype)
     num_blocks = _num_kv_blocks(
         config.cache, config.scheduler, bytes_per_token, max_model_len, device

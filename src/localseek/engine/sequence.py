@@ -72,7 +72,13 @@ class Sequence:
         return self.prompt_token_ids[index] if index < n else self.output_token_ids[index - n]
 
     def token_slice(self, start: int, end: int) -> list[int]:
-        return self.all_token_ids[start:end]
+        # Slice the two lists directly: building all_token_ids would cost O(context) per step.
+        n = len(self.prompt_token_ids)
+        if end <= n:
+            return self.prompt_token_ids[start:end]
+        if start >= n:
+            return self.output_token_ids[start - n : end - n]
+        return self.prompt_token_ids[start:] + self.output_token_ids[: end - n]
 
     @property
     def is_finished(self) -> bool:
