@@ -33,6 +33,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # Big enough that the forward pass, not Python, dominates a step; small enough for 2 CPU cores.
 MODEL_SHAPE = dict(
@@ -322,45 +323,6 @@ def wait_idle(url: str, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
-# ---- plot ----------------------------------------------------------------------------------
-
-
-def plot(rows: list[dict], capacity: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (lat, good) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for design, color in (("localseek", "tab:blue"), ("naive", "tab:red")):
-        sweep = [r for r in rows if r["design"] == design and r["load"].endswith("x")]
-        x = [r["offered_rps"] / capacity for r in sweep]
-        for q, style in (("p50", "-o"), ("p99", "--s")):
-            y = [r[f"e2e_{q}"] if r[f"e2e_{q}"] is not None else float("nan") for r in sweep]
-            lat.plot(x, y, style, color=color, label=f"{design} e2e {q}")
-        good.plot(x, [r["goodput_rps"] for r in sweep], "-o", color=color, label=design)
-    lat.set(
-        xscale="log",
-        yscale="log",
-        xlabel="offered load (x capacity)",
-        ylabel="latency of completed requests (s)",
-        title="End-to-end latency",
-    )
-    good.axhline(capacity, color="gray", linestyle=":", label="localseek capacity")
-    good.axhline(0.95 * capacity, color="gray", linestyle="--", linewidth=0.8, label="95%")
-    good.set(
-        xscale="log",
-        xlabel="offered load (x capacity)",
-        ylabel="requests/s within SLO",
-        title="Goodput",
-    )
-    for ax in (lat, good):
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 # ---- main ----------------------------------------------------------------------------------
 
 
@@ -378,8 +340,8 @@ def parse_args() -> argparse.Namespace:
         help="X-Request-Timeout sent to localseek (default: SLO / 2)",
     )
     p.add_argument("--client-timeout-factor", type=float, default=1.5)
-    p.add_argument("--prompt-tokens", type=int, default=64)
-    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--max-num-seqs", type=int, default=8)
     p.add_argument("--max-queue", type=int, default=32)
     p.add_argument("--kv-cache-tokens", type=int, default=8192)
@@ -407,6 +369,8 @@ def main() -> None:
     )
     text = table(rows)
     (out / "table.md").write_text(text + "\n")
+    from serving_plot import plot
+
     plot(rows, capacity, out / "serving.png")
     print(f"\nlocalseek capacity: {capacity:.2f} requests/s (SLO {args.slo:g}s)\n")
     print(text)

@@ -36,7 +36,35 @@ ARCH_SHAPES = {
 }
 
 
+# A tiny-but-not-trivial DeepSeek-V3 shape: MLA, 32 routed experts (4 active), group routing.
+V3_SHAPE = dict(
+    hidden_size=512,
+    intermediate_size=1024,
+    moe_intermediate_size=256,
+    num_hidden_layers=6,
+    num_attention_heads=8,
+    num_key_value_heads=8,
+    n_routed_experts=32,
+    n_shared_experts=1,
+    num_experts_per_tok=4,
+    n_group=4,
+    topk_group=2,
+    first_k_dense_replace=1,
+    kv_lora_rank=128,
+    q_lora_rank=192,
+    qk_nope_head_dim=32,
+    qk_rope_head_dim=16,
+    v_head_dim=32,
+    vocab_size=32000,
+    max_position_embeddings=2048,
+)
+
+
 def build_model(arch: str, directory: Path) -> Path:
+    if arch == "deepseek_v3":
+        from tiny_deepseek import make_tiny_deepseek
+
+        return make_tiny_deepseek(directory, "v3", with_tokenizer=True, **V3_SHAPE)
     from tiny_models import make_tiny_model
 
     return make_tiny_model(directory, arch, **ARCH_SHAPES.get(arch, {}))
@@ -149,8 +177,8 @@ def main() -> None:
 
     ls_rate = ls["tokens"] / ls["seconds"]
     print()
-    print(f"| engine | output tokens | seconds | tokens/s |")
-    print(f"|---|---|---|---|")
+    print("| engine | output tokens | seconds | tokens/s |")
+    print("|---|---|---|---|")
     print(f"| localseek | {ls['tokens']} | {ls['seconds']:.1f} | {ls_rate:.1f} |")
     if hf is not None:
         hf_rate = hf["tokens"] / hf["seconds"]

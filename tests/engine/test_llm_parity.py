@@ -86,3 +86,19 @@ def test_prefix_cache_hits_are_reported(model_and_reference):
     # The shared 40-token prefix covers two full 16-token blocks.
     assert second.num_cached_tokens == 32
     assert second.token_ids == expected[4]
+
+
+def test_seeded_sampling_is_batch_independent(model_and_reference):
+    model_dir, _ = model_and_reference
+    llm = LLM(str(model_dir), dtype="float32", device="cpu", show_progress=False)
+    seeded = SamplingParams(temperature=0.9, top_p=0.95, seed=1234, max_tokens=10, ignore_eos=True)
+    other = SamplingParams(temperature=1.0, max_tokens=14, ignore_eos=True)
+    alone = llm.generate([PROMPTS[1]], seeded)[0].token_ids
+    in_batch = llm.generate([PROMPTS[0], PROMPTS[1], PROMPTS[3]], [other, seeded, other])[
+        1
+    ].token_ids
+    assert alone == in_batch
+    different_seed = SamplingParams(
+        temperature=0.9, top_p=0.95, seed=4321, max_tokens=10, ignore_eos=True
+    )
+    assert llm.generate([PROMPTS[1]], different_seed)[0].token_ids != alone

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_deepseek import BASE, TINY, YARN, make_tiny_deepseek
 
 from localseek.engine.runner import ModelRunner, kv_bytes_per_token
 from localseek.engine.sequence import Sequence
@@ -22,77 +23,12 @@ from localseek.weights.hf import HFWeights, read_hf_config, safetensors_files
 BLOCK_SIZE = 4
 DATA = Path(__file__).parents[2] / "src" / "localseek" / "ops" / "data"
 
-_BASE = dict(
-    vocab_size=256,
-    hidden_size=64,
-    intermediate_size=96,
-    moe_intermediate_size=32,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=4,
-    n_routed_experts=8,
-    n_shared_experts=1,
-    num_experts_per_tok=2,
-    first_k_dense_replace=1,
-    kv_lora_rank=16,
-    qk_nope_head_dim=8,
-    qk_rope_head_dim=4,
-    v_head_dim=12,
-    max_position_embeddings=256,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=False,
-)
-_YARN = dict(
-    rope_type="yarn",
-    rope_theta=10000.0,
-    factor=4.0,
-    original_max_position_embeddings=16,
-    beta_fast=32,
-    beta_slow=1,
-)
-
-# name -> (version, config overrides). Each covers a published variant's distinctive path.
-TINY = {
-    # V2-Lite's shape: no q compression, softmax greedy routing, YaRN with mscale 0.707.
-    "v2-lite": (2, dict(q_lora_rank=None, topk_method="greedy", rope_parameters=dict(_YARN, mscale=0.707, mscale_all_dim=0.707))),
-    # V2's group-limited greedy routing with routed scaling, q compressed. top_k 3 > topk_group 2,
-    # else the best groups always hold the greedy choice and grouping could not be told apart.
-    "v2-group": (2, dict(q_lora_rank=24, topk_method="group_limited_greedy", n_group=4, topk_group=2, num_experts_per_tok=3, routed_scaling_factor=16.0)),
-    # V3: sigmoid + correction bias, group-limited top-k, normalised then scaled, YaRN.
-    "v3": (3, dict(q_lora_rank=24, n_group=4, topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5, num_nextn_predict_layers=0, rope_parameters=dict(_YARN, mscale=1.0, mscale_all_dim=1.0))),
-    # V3 without q compression, on the plain rotary.
-    "v3-nolora": (3, dict(q_lora_rank=None, n_group=2, topk_group=1, norm_topk_prob=True, num_nextn_predict_layers=0)),
-}
-
 
 class Step:
     """What the runner reads from the scheduler's ScheduledSeq."""
 
     def __init__(self, seq: Sequence, num_new_tokens: int):
         self.seq, self.num_new_tokens = seq, num_new_tokens
-
-
-def make_tiny_deepseek(tmp_path: Path, name: str, seed: int = 0, **overrides) -> Path:
-    """Save a random float32 tiny DeepSeek checkpoint (a TINY entry) and return its directory."""
-    from transformers import AutoModelForCausalLM, DeepseekV2Config, DeepseekV3Config
-
-    version, extra = TINY[name]
-    kwargs = {**_BASE, **extra, **overrides}
-    config = (DeepseekV2Config if version == 2 else DeepseekV3Config)(**kwargs)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with torch.no_grad():
-        # HF's init makes tiny models nearly uniform; larger weights make every path matter.
-        for pname, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if "norm" in pname:
-                tensor.uniform_(0.5, 1.5)
-            elif "e_score_correction_bias" in pname:
-                tensor.normal_(0.0, 0.3)  # must change which experts win
-            elif tensor.is_floating_point() and "inv_freq" not in pname:
-                tensor.normal_(0.0, 0.15 if tensor.dim() > 1 else 0.1)
-    out = tmp_path / name
-    model.save_pretrained(out)
-    return out
 
 
 def load_ours(model_dir: Path, dtype=torch.float32) -> torch.nn.Module:
@@ -175,6 +111,21 @@ def test_mixed_batch_matches_transformers(tiny):
     torch.testing.assert_close(decode, ref[[14, 10]], atol=1e-4, rtol=1e-4)
 
 
+def test_bfloat16_stays_close_to_float32(tiny):
+    _, model_dir, ref = tiny
+    runner = ModelRunner(
+        load_ours(model_dir, torch.bfloat16), BLOCK_SIZE, 32, "cpu", torch.bfloat16
+    )
+    seq = new_seq("a", PROMPT, 31)
+    got = [run_steps(runner, [Step(seq, 15)])]
+    while seq.num_computed_tokens < len(PROMPT):
+        got.append(run_steps(runner, [Step(seq, 1)]))
+    bf16 = torch.cat(got)
+    assert bf16.dtype == torch.float32  # compute_logits hands fp32 to the sampler
+    # Mean, not max: a near-tied expert choice may flip under bfloat16 for a token or two.
+    assert (bf16 - ref).abs().mean() < 0.05 * ref.abs().mean()
+
+
 def test_kv_cache_holds_only_the_latent(tiny):
     name, model_dir, _ = tiny
     model = load_ours(model_dir)
@@ -212,7 +163,9 @@ def test_decode_allocates_nothing_of_full_kv_size(tmp_path):
     runner, step = _decode_step_ready(model_dir)
     context, heads = len(PROMPT), 4
     full_kv_bytes = context * heads * (8 + 4 + 12) * 4  # what decompressing would allocate
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
         run_steps(runner, [step])
     allocations = [e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage > 0]
     assert allocations, "the profiler recorded no allocations"
@@ -253,7 +206,9 @@ def _fp8_quantize(w: torch.Tensor, block: int = 128) -> tuple[torch.Tensor, torc
         for j in range(scale.shape[1]):
             tile = w[i * block : (i + 1) * block, j * block : (j + 1) * block]
             scale[i, j] = tile.abs().max() / 448.0
-            q[i * block : (i + 1) * block, j * block : (j + 1) * block] = (tile / scale[i, j]).to(q.dtype)
+            q[i * block : (i + 1) * block, j * block : (j + 1) * block] = (tile / scale[i, j]).to(
+                q.dtype
+            )
     return q, scale
 
 
@@ -297,19 +252,29 @@ def test_yarn_matches_transformers():
     from transformers import DeepseekV3Config
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    params = dict(_YARN, factor=40.0, original_max_position_embeddings=4096, mscale=0.707, mscale_all_dim=1.0)
-    config = DeepseekV3Config(**dict(_BASE, max_position_embeddings=163840, rope_parameters=params, qk_rope_head_dim=64))
+    params = dict(
+        YARN, factor=40.0, original_max_position_embeddings=4096, mscale=0.707, mscale_all_dim=1.0
+    )
+    config = DeepseekV3Config(
+        **dict(BASE, max_position_embeddings=163840, rope_parameters=params, qk_rope_head_dim=64)
+    )
     ref_freq, ref_scale = ROPE_INIT_FUNCTIONS["yarn"](config)
     inv_freq, scale = yarn_freqs(config.rope_parameters, 64, 163840)
     torch.testing.assert_close(inv_freq, ref_freq.float())
     assert scale == pytest.approx(ref_scale)
-    assert yarn_softmax_scale(params) == pytest.approx((0.1 * 1.0 * torch.log(torch.tensor(40.0)).item() + 1) ** 2)
+    assert yarn_softmax_scale(params) == pytest.approx(
+        (0.1 * 1.0 * torch.log(torch.tensor(40.0)).item() + 1) ** 2
+    )
     assert yarn_softmax_scale({"rope_type": "default"}) == 1.0
 
 
 def test_registry_resolves_deepseek():
-    assert resolve_model_class({"architectures": ["DeepseekV2ForCausalLM"]}) is DeepseekV2ForCausalLM
-    assert resolve_model_class({"architectures": ["DeepseekV3ForCausalLM"]}) is DeepseekV3ForCausalLM
+    assert (
+        resolve_model_class({"architectures": ["DeepseekV2ForCausalLM"]}) is DeepseekV2ForCausalLM
+    )
+    assert (
+        resolve_model_class({"architectures": ["DeepseekV3ForCausalLM"]}) is DeepseekV3ForCausalLM
+    )
 
 
 def test_bad_routing_config_is_named():

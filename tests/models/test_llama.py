@@ -211,3 +211,25 @@ def test_paged_attention_matches_dense(window, soft_cap, decode_only):
         soft_cap=soft_cap,
     )
     torch.testing.assert_close(out, torch.cat(expected), atol=1e-5, rtol=1e-5)
+
+
+def test_old_and_new_rope_config_styles_agree():
+    from localseek.models.layers import build_rotary, rope_parameters
+
+    scaling = {
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
+    old = {"rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", **scaling}}
+    new = {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, **scaling}}
+    plain = {"rope_theta": 500000.0}
+    old_freq = build_rotary(rope_parameters(old), 128, 131072).inv_freq
+    new_freq = build_rotary(rope_parameters(new), 128, 131072).inv_freq
+    plain_freq = build_rotary(rope_parameters(plain), 128, 131072).inv_freq
+    assert torch.equal(old_freq, new_freq)
+    assert torch.equal(old_freq[:16], plain_freq[:16])  # short wavelengths untouched
+    assert torch.allclose(old_freq[-8:], plain_freq[-8:] / 8)  # long ones slowed by the factor
+    legacy_linear = rope_parameters({"rope_scaling": {"type": "linear", "factor": 2.0}})
+    assert legacy_linear["rope_type"] == "linear" and legacy_linear["rope_theta"] == 10000.0

@@ -92,6 +92,15 @@ def load_model(config: EngineConfig) -> LoadedModel:
         bytes_per_token,
         num_blocks * config.cache.block_size * bytes_per_token / 2**20,
     )
+    full = getattr(model, "uncompressed_kv_values_per_token", None)
+    if full is not None:
+        full_bytes = full() * torch.tensor([], dtype=dtype).element_size()
+        logger.info(
+            "MLA latent cache: %d bytes/token; a full K/V cache would need %d (%.0fx more)",
+            bytes_per_token,
+            full_bytes,
+            full_bytes / bytes_per_token,
+        )
     vocab_size = int(source.config.get("vocab_size") or source.tokenizer.vocab_size)
     return LoadedModel(
         model=model,

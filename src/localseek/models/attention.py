@@ -159,7 +159,7 @@ def _decode_batch(meta: AttentionMetadata, block_size: int) -> _DecodeBatch | No
     def build() -> _DecodeBatch | None:
         if meta.is_decode_only:
             max_len = meta.max_context_len
-            seqs, rows, tables, lens = None, None, meta.block_tables, meta.context_lens
+            rows, tables, lens = None, meta.block_tables, meta.context_lens
         else:
             seqs = [i for i, n in enumerate(meta.query_lens_list) if n == 1]
             if not seqs:

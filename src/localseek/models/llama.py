@@ -199,9 +199,17 @@ class LlamaForCausalLM(nn.Module):
         args = self.args
         with torch.device(device):
             self.model = LlamaModel(args, dtype)
-            self.lm_head = Linear(args.hidden_size, args.vocab_size, bias=False, dtype=dtype)
             self.rotary = build_rotary(args.rope, args.head_dim, args.max_position)
-        if args.tie_word_embeddings:
+        tied = args.tie_word_embeddings
+        # A tied head gets no storage of its own (vocab x hidden can be hundreds of MB).
+        self.lm_head = Linear(
+            args.hidden_size,
+            args.vocab_size,
+            bias=False,
+            dtype=dtype,
+            device="meta" if tied else device,
+        )
+        if tied:
             self.lm_head.weight = self.model.embed_tokens.weight
         # Row ranges of each shard inside the fused parameters.
         q, kv = args.num_heads * args.head_dim, args.num_kv_heads * args.head_dim

@@ -69,7 +69,7 @@ class Router(nn.Module):
             choice = scores + self.e_score_correction_bias
             # A group's strength: the sum of its two best biased scores.
             group_scores = self._grouped(choice).topk(2, dim=-1).values.sum(dim=-1)
-            pass
+            choice = self._keep_best_groups(choice, group_scores, float("-inf"))
             ids = choice.topk(a.num_experts_per_tok, dim=-1).indices
             weights = scores.gather(1, ids)
         elif a.topk_method == "group_limited_greedy":

@@ -1,0 +1,1 @@
+"""Operations: metrics, sizing, deployment artifacts."""

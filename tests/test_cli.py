@@ -1,0 +1,53 @@
+"""The command line: `localseek generate` end to end, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny_models import make_tiny_model
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run(
+        [sys.executable, "-m", "localseek", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_tiny_model(tmp_path_factory.mktemp("llama"), "llama")
+
+
+def test_generate_prints_the_same_text_as_the_python_api(model_dir):
+    from localseek import LLM, SamplingParams
+
+    result = run_cli(
+        "generate", str(model_dir), "Hello world", "--max-tokens", "6", "--dtype", "float32"
+    )
+    assert result.returncode == 0, result.stderr
+    llm = LLM(str(model_dir), dtype="float32", show_progress=False)
+    expected = llm.generate(["Hello world"], SamplingParams(temperature=0, max_tokens=6))[0]
+    assert result.stdout.rstrip("\n") == expected.text
+
+
+def test_generate_with_a_missing_model_fails_clearly():
+    result = run_cli("generate", "./definitely-not-here", "hi")
+    assert result.returncode == 1
+    assert "definitely-not-here" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("localseek ")
