@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import platform
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 FAKE = ROOT / "tests" / "gateway" / "fakes.py"
 LITELLM_VENV = ROOT / "bench-out" / "litellm-venv"
+LITELLM_KEY = "sk-" + secrets.token_hex(32)
 BODY = {"model": "m", "messages": [{"role": "user", "content": "benchmark"}], "max_tokens": 8}
 
 
@@ -124,7 +126,16 @@ def start_gateway(upstream: str, tmp: Path, **extra) -> tuple[subprocess.Popen, 
     path = tmp / f"gateway-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    cmd = [sys.executable, "-m", "localseek", "--log-level", "WARNING", "gateway", "--config", str(path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "localseek",
+        "--log-level",
+        "WARNING",
+        "gateway",
+        "--config",
+        str(path),
+    ]
     return spawn(cmd, f"http://127.0.0.1:{port}/health", env=env), f"http://127.0.0.1:{port}"
 
 
@@ -136,7 +147,9 @@ def start_nginx(upstream: str, tmp: Path) -> tuple[subprocess.Popen, str] | str:
     from localseek.ops.deploy.nginx import render_nginx
 
     port = free_port()
-    config = parse_gateway_config({"port": port, "upstreams": [{"name": "fake", "url": upstream + "/v1"}]})
+    config = parse_gateway_config(
+        {"port": port, "upstreams": [{"name": "fake", "url": upstream + "/v1"}]}
+    )
     (tmp / "logs").mkdir(exist_ok=True)
     conf = tmp / "nginx.conf"
     conf.write_text(
@@ -157,7 +170,9 @@ def find_litellm(choice: str) -> str:
             return str(candidate)
     pip = LITELLM_VENV / "bin" / "pip"
     subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
-    dry = subprocess.run([str(pip), "install", "--dry-run", "litellm[proxy]"], capture_output=True, text=True)
+    dry = subprocess.run(
+        [str(pip), "install", "--dry-run", "litellm[proxy]"], capture_output=True, text=True
+    )
     if dry.returncode != 0:
         return "SKIP: litellm[proxy] cannot be resolved from PyPI here"
     if "torch" in dry.stdout.lower():
@@ -168,13 +183,41 @@ def find_litellm(choice: str) -> str:
 
 def start_litellm(exe: str, upstream: str, tmp: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    config = {"model_list": [{"model_name": "m", "litellm_params": {
-        "model": "openai/m", "api_base": upstream + "/v1", "api_key": "none"}}]}
+    config = {
+        "model_list": [
+            {
+                "model_name": "m",
+                "litellm_params": {
+                    "model": "openai/m",
+                    "api_base": upstream + "/v1",
+                    "api_key": "none",
+                },
+            }
+        ]
+    }
     path = tmp / "litellm.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
-    cmd = [exe, "--config", str(path), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
-    return spawn(cmd, f"http://127.0.0.1:{port}/health/liveliness", env=env), f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "LITELLM_LOG": "ERROR",
+        "LITELLM_TELEMETRY": "False",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no network fetch at start
+        "LITELLM_MASTER_KEY": LITELLM_KEY,  # it refuses to start without one
+    }
+    cmd = [
+        exe,
+        "--config",
+        str(path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    ]
+    return spawn(
+        cmd, f"http://127.0.0.1:{port}/health/liveliness", env=env
+    ), f"http://127.0.0.1:{port}"
 
 
 def cache_hit_row(base: str, n: int) -> Row:
@@ -182,7 +225,9 @@ def cache_hit_row(base: str, n: int) -> Row:
     body = {**BODY, "temperature": 0}
     asyncio.run(sequential(url, 5, body, {}))  # the first is the miss that fills the cache
     lat = asyncio.run(sequential(url, n, body, {}))
-    row = Row("gateway cache hit", 0.0, pct(lat, 50), pct(lat, 99), "sequential, end to end over HTTP")
+    row = Row(
+        "gateway cache hit", 0.0, pct(lat, 50), pct(lat, 99), "sequential, end to end over HTTP"
+    )
     print(f"  {row.name:<24} {'':>8}         p50 {row.p50_ms:7.2f} ms   p99 {row.p99_ms:7.2f} ms")
     return row
 
@@ -228,7 +273,14 @@ def main() -> int:
         tmp = Path(tmpdir)
         try:
             port = free_port()
-            fake_cmd = [sys.executable, str(FAKE), "--port", str(port), "--latency", str(args.latency)]
+            fake_cmd = [
+                sys.executable,
+                str(FAKE),
+                "--port",
+                str(port),
+                "--latency",
+                str(args.latency),
+            ]
             procs.append(spawn(fake_cmd, f"http://127.0.0.1:{port}/health"))
             upstream = f"http://127.0.0.1:{port}"
             print(f"upstream: fake with {args.latency * 1000:.0f} ms latency at {upstream}")
@@ -236,26 +288,46 @@ def main() -> int:
             rows.append(direct)
 
             targets: list[tuple[str, Callable[[], object], str]] = [
-                ("localseek gateway", lambda: start_gateway(upstream, tmp), "policy, limits, cache lookup (miss)"),
-                ("nginx", lambda: start_nginx(upstream, tmp), "rendered by `localseek deploy nginx`"),
+                (
+                    "localseek gateway",
+                    lambda: start_gateway(upstream, tmp),
+                    "policy, limits, cache lookup (miss)",
+                ),
+                (
+                    "nginx",
+                    lambda: start_nginx(upstream, tmp),
+                    "rendered by `localseek deploy nginx`",
+                ),
             ]
             if args.litellm != "skip":
                 exe = find_litellm(args.litellm)
                 if exe.startswith("SKIP"):
                     skipped.append(f"LiteLLM proxy: {exe}")
                 else:
-                    targets.append(("LiteLLM proxy", lambda: start_litellm(exe, upstream, tmp), "litellm[proxy], 1 worker"))
+                    targets.append(
+                        (
+                            "LiteLLM proxy",
+                            lambda: start_litellm(exe, upstream, tmp),
+                            "litellm[proxy], 1 worker",
+                        )
+                    )
             else:
                 skipped.append("LiteLLM proxy: skipped by --litellm skip")
             for name, start, note in targets:
-                started = start()
+                try:
+                    started = start()
+                except (RuntimeError, subprocess.CalledProcessError) as exc:
+                    started = f"did not start: {exc}"
                 if isinstance(started, str):
                     skipped.append(f"{name}: {started}")
                     print(f"  {name:<24} skipped: {started}")
                     continue
                 proc, base = started
                 procs.append(proc)
-                rows.append(measure(name, base, args, note=note))
+                headers = (
+                    {"Authorization": f"Bearer {LITELLM_KEY}"} if name.startswith("LiteLLM") else {}
+                )
+                rows.append(measure(name, base, args, headers=headers, note=note))
                 if name == "localseek gateway":
                     rows.append(cache_hit_row(base, args.sequential))
                 proc.terminate()

@@ -40,7 +40,7 @@ class CacheConfig:
     # Fraction of free memory (GPU) or of total RAM (CPU) given to the KV pool when
     # kv_cache_tokens is not set.
     kv_cache_memory_fraction: float = 0.9
-    kv_cache_max_bytes: int | None = 4 << 30  # upper bound on CPU so a laptop is not swamped
+    kv_cache_max_bytes: int | None = 2 << 30  # upper bound on CPU so a laptop is not swamped
 
     def __post_init__(self) -> None:
         if self.block_size < 1 or self.block_size & (self.block_size - 1):

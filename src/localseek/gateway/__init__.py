@@ -1,0 +1,1 @@
+"""The gateway: one OpenAI-compatible endpoint over many upstreams (never imports torch)."""

@@ -1,0 +1,169 @@
+"""FastAPI app factory for the gateway: routes, error mapping, /health and /metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from localseek.errors import LocalseekError, OverloadedError
+from localseek.gateway.admission import AdmissionQueue
+from localseek.gateway.balancer import Balancer
+from localseek.gateway.cache import (
+    CacheBackend,
+    MemoryCacheBackend,
+    RedisCacheBackend,
+    ResponseCache,
+)
+from localseek.gateway.circuit import STATE_VALUES
+from localseek.gateway.config import GatewayConfig
+from localseek.gateway.dispatch import Dispatcher
+from localseek.gateway.health import HealthMonitor
+from localseek.gateway.limits import BucketStore, MemoryBucketStore, RateLimiter, RedisBucketStore
+from localseek.gateway.proxy import Forwarder, UpstreamRejected
+from localseek.gateway.service import GatewayService, Reply
+from localseek.gateway.tenants import TenantDirectory
+from localseek.gateway.upstream import Upstream
+from localseek.ops.metrics.gateway import GatewayMetrics
+
+TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
+
+
+def create_app(config: GatewayConfig, *, transport: TransportFactory | None = None) -> FastAPI:
+    """Build every gateway object from the config; raises ConfigError before serving anything."""
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    upstreams = [
+        Upstream(
+            u,
+            config.health,
+            config.admission,
+            time.monotonic,
+            transport(u.name) if transport else None,
+        )
+        for u in config.upstreams
+    ]
+    tenants = TenantDirectory(config.tenants)
+    balancer = Balancer(upstreams, config.balancer)
+    queue: AdmissionQueue[Upstream] = AdmissionQueue(config.admission.max_queue)
+    dispatcher = Dispatcher(balancer, queue, config.admission, metrics)
+    forwarder = Forwarder(dispatcher, config.admission, metrics)
+    cache = ResponseCache(config.cache, _cache_backend(config))
+    limiter = RateLimiter(_bucket_store(config))
+    service = GatewayService(
+        config, upstreams, dispatcher, forwarder, cache, limiter, tenants, metrics
+    )
+    health = HealthMonitor(upstreams, config.health, queue.notify)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await health.start()
+        try:
+            yield
+        finally:
+            await health.stop()
+            for u in upstreams:
+                await u.aclose()
+            for closable in (cache.backend, limiter.store):
+                if hasattr(closable, "aclose"):
+                    await closable.aclose()
+
+    app = FastAPI(title="localseek gateway", lifespan=lifespan)
+    app.state.service = service
+    app.state.upstreams = upstreams
+
+    @app.exception_handler(LocalseekError)
+    async def _localseek_error(_: Request, exc: LocalseekError) -> JSONResponse:
+        headers = {}
+        if isinstance(exc, OverloadedError):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return JSONResponse(exc.to_openai(), status_code=exc.http_status, headers=headers)
+
+    @app.exception_handler(UpstreamRejected)
+    async def _rejected(_: Request, exc: UpstreamRejected) -> JSONResponse:
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    async def completion(route: str, request: Request) -> Response:
+        status = 500
+        try:
+            reply = await service.handle(route, await request.body(), dict(request.headers))
+            status = reply.status
+            return _to_response(reply)
+        except (LocalseekError, UpstreamRejected) as exc:
+            status = exc.http_status if isinstance(exc, LocalseekError) else exc.status
+            raise
+        finally:
+            metrics.requests.labels(route, str(status)).inc()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await completion("chat", request)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await completion("completions", request)
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        ids: list[str] = []
+        for u in config.upstreams:
+            for model in (*u.models, *u.model_map):
+                if model not in ids:
+                    ids.append(model)
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "localseek"} for m in ids]
+        return {"object": "list", "data": data}
+
+    @app.get("/health")
+    async def healthz() -> dict:
+        states = [
+            {
+                "name": u.name,
+                "kind": u.config.kind,
+                "backup": u.config.backup,
+                "circuit": u.circuit.state,
+                "in_flight": u.in_flight,
+                "load": u.load(),
+                "capacity": u.capacity,
+            }
+            for u in upstreams
+        ]
+        usable = any(s["circuit"] != "open" for s in states if s["kind"] == "local")
+        return {"status": "ok" if usable else "degraded", "upstreams": states}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        for u in upstreams:
+            metrics.circuit_state.labels(u.name).set(STATE_VALUES[u.circuit.state])
+            metrics.in_flight.labels(u.name).set(u.in_flight)
+        metrics.queue_depth.set(queue.depth)
+        metrics.affinity_entries.set(len(balancer.affinity))
+        if isinstance(cache.backend, MemoryCacheBackend):
+            metrics.cache_bytes.set(cache.backend.bytes_used)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _to_response(reply: Reply) -> Response:
+    if reply.stream is not None:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **reply.headers}
+        return StreamingResponse(reply.stream, media_type="text/event-stream", headers=headers)
+    return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+
+def _cache_backend(config: GatewayConfig) -> CacheBackend:
+    if config.cache.backend == "redis":
+        return RedisCacheBackend(config.redis_url_for(config.cache), config.cache.ttl_s)
+    return MemoryCacheBackend(config.cache.max_bytes, config.cache.ttl_s)
+
+
+def _bucket_store(config: GatewayConfig) -> BucketStore:
+    if config.limits.backend == "redis":
+        return RedisBucketStore(config.redis_url_for(config.limits))
+    return MemoryBucketStore()

@@ -1,0 +1,96 @@
+"""Getting a slot on an upstream: local first, then cloud overflow, then the admission queue."""
+
+from __future__ import annotations
+
+import asyncio
+
+from localseek.errors import OverloadedError
+from localseek.gateway.admission import AdmissionQueue
+from localseek.gateway.balancer import Balancer, RouteRequest
+from localseek.gateway.config import AdmissionConfig
+from localseek.gateway.request import GatewayRequest
+from localseek.gateway.upstream import Upstream
+from localseek.ops.metrics.gateway import GatewayMetrics
+
+
+class NoUpstreamLeft(Exception):
+    """Every upstream that could serve the request has already been tried by it."""
+
+
+class Dispatcher:
+    """Finds an upstream for a request and counts it in flight there until `release`.
+
+    Order: a free local slot (unless others already wait for one: no queue jumping); for a
+    cloud-eligible request, a cloud upstream (after waiting overflow_after_s for local, if set);
+    a trial on a local upstream whose circuit is open when every local one is (never refuse
+    everything because all cooled down at once); else wait in the bounded queue, or 429.
+    A local-only request never reaches pick_cloud.
+    """
+
+    def __init__(
+        self,
+        balancer: Balancer,
+        queue: AdmissionQueue[Upstream],
+        config: AdmissionConfig,
+        metrics: GatewayMetrics,
+    ):
+        self.balancer = balancer
+        self.queue = queue
+        self._config = config
+        self._metrics = metrics
+
+    def capacity(self) -> int:
+        return sum(u.capacity for tier in self.balancer.local_tiers for u in tier)
+
+    async def acquire(
+        self, req: GatewayRequest, exclude: frozenset[str], *, needs_continuation: bool = False
+    ) -> Upstream:
+        route = RouteRequest(req.model, req.affinity_key, exclude, needs_continuation)
+        if self.queue.depth == 0:
+            chosen = self.balancer.pick_local(route)
+            if chosen is not None:
+                return chosen
+        remaining = req.deadline - asyncio.get_running_loop().time()
+        if req.cloud_ok and self._config.overflow and self.balancer.has_cloud(route):
+            if self._config.overflow_after_s > 0:
+                chosen = await self._wait(route, req, min(self._config.overflow_after_s, remaining))
+                if chosen is not None:
+                    return chosen
+            chosen = self.balancer.pick_cloud(route)
+            if chosen is not None:
+                self._metrics.overflowed.labels(req.tenant.name).inc()
+                return chosen
+        chosen = self.balancer.pick_local(route, last_resort=True)
+        if chosen is not None:
+            return chosen
+        if not self.balancer.has_local(route):
+            raise NoUpstreamLeft()
+        full = self.queue.full
+        chosen = await self._wait(route, req, min(self._config.max_queue_wait_s, remaining))
+        if chosen is not None:
+            return chosen
+        reason = "queue_full" if full else "queue_timeout"
+        self._metrics.shed.labels(req.tenant.name, reason).inc()
+        raise OverloadedError(
+            f"no local upstream for model {req.model!r} has a free slot "
+            f"({'the wait queue is full' if full else 'waited too long'}); retry later",
+            retry_after=self.queue.retry_after(self.capacity()),
+        )
+
+    async def _wait(
+        self, route: RouteRequest, req: GatewayRequest, timeout: float
+    ) -> Upstream | None:
+        self._metrics.queue_depth.set(self.queue.depth + 1)
+        try:
+            return await self.queue.wait(
+                lambda: self.balancer.pick_local(route, last_resort=True),
+                priority=req.tenant.priority,
+                timeout=timeout,
+                give_back=self.release,
+            )
+        finally:
+            self._metrics.queue_depth.set(self.queue.depth)
+
+    def release(self, upstream: Upstream) -> None:
+        upstream.release()
+        self.queue.notify()

@@ -1,0 +1,110 @@
+"""Active health checks: probes each upstream's /health and reads its /load on an interval."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+
+from localseek.gateway.config import HealthConfig
+from localseek.gateway.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+
+class HealthMonitor:
+    """Runs probe rounds; a failed probe counts like a failed request, a good one closes the
+    circuit once its open period is over (the half-open test)."""
+
+    def __init__(
+        self,
+        upstreams: Sequence[Upstream],
+        config: HealthConfig,
+        on_change: Callable[[], None],
+    ):
+        self._upstreams = [u for u in upstreams if u.config.probes]
+        self._config = config
+        self._on_change = on_change
+        self._no_load: set[str] = set()  # upstreams without a /load endpoint
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """One round now (reporting unreachable upstreams, which is not fatal), then periodic."""
+        results = await self.probe_all()
+        for upstream, ok in zip(self._upstreams, results, strict=True):
+            if not ok:
+                log.warning(
+                    "upstream %s (%s) is not reachable at start; its circuit is open and it will "
+                    "be probed every %.1fs",
+                    upstream.name,
+                    upstream.config.url,
+                    self._config.interval_s,
+                )
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.interval_s)
+            await self.probe_all()
+
+    async def probe_all(self) -> list[bool]:
+        results = await asyncio.gather(*(self.probe(u) for u in self._upstreams))
+        self._on_change()
+        return list(results)
+
+    async def probe(self, upstream: Upstream) -> bool:
+        timeout = self._config.probe_timeout_s
+        url = upstream.config.health_url or f"{upstream.config.root_url}/health"
+        try:
+            response = await upstream.client.get(url, timeout=timeout)
+            ok = response.status_code < 400
+        except httpx.HTTPError:
+            ok = False
+        if not ok:
+            upstream.circuit.record_failure()
+            return False
+        upstream.circuit.probe_succeeded()
+        if upstream.name not in self._no_load and not upstream.is_cloud:
+            await self._read_load(upstream, timeout)
+        return True
+
+    async def _read_load(self, upstream: Upstream, timeout: float) -> None:
+        url = upstream.config.load_url or f"{upstream.config.root_url}/load"
+        try:
+            response = await upstream.client.get(url, timeout=timeout)
+        except httpx.HTTPError:
+            return
+        if response.status_code == 404:
+            self._no_load.add(upstream.name)  # not a localseek engine: route on in-flight only
+            return
+        try:
+            report = response.json()
+        except ValueError:
+            return
+        parsed = parse_load(report)
+        if parsed is not None:
+            upstream.set_report(*parsed)
+
+
+def parse_load(report: Any) -> tuple[int, int | None] | None:
+    """(running + waiting, capacity) from a /load body: {"running", "waiting", "max_num_seqs"}."""
+    if not isinstance(report, dict):
+        return None
+    running = report.get("running", report.get("num_running", 0))
+    waiting = report.get("waiting", report.get("num_waiting", 0))
+    capacity = report.get("max_num_seqs", report.get("capacity"))
+    if not all(isinstance(v, int) for v in (running, waiting)):
+        return None
+    return running + waiting, capacity if isinstance(capacity, int) and capacity > 0 else None

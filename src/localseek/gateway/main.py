@@ -1,0 +1,27 @@
+"""`localseek gateway`: load the config, build the app, serve it with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+
+from localseek.gateway.app import create_app
+from localseek.gateway.config import load_gateway_config
+
+log = logging.getLogger(__name__)
+
+
+def run_gateway(config_path: str, host: str | None, port: int | None) -> None:
+    """Serve the gateway described by config_path; --host/--port override the file's."""
+    import uvicorn
+
+    config = load_gateway_config(config_path)
+    # httpx logs every upstream request at INFO: noise, and measurable cost per request.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    app = create_app(config)
+    bind_host = host or config.host
+    bind_port = port if port is not None else config.port
+    names = ", ".join(
+        f"{u.name} ({u.kind}{', backup' if u.backup else ''})" for u in config.upstreams
+    )
+    log.info("localseek gateway on http://%s:%d over %s", bind_host, bind_port, names)
+    uvicorn.run(app, host=bind_host, port=bind_port, log_level="warning", access_log=False)

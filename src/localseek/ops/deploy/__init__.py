@@ -1,0 +1,1 @@
+"""Deployment artifacts rendered from localseek configs."""

@@ -1,0 +1,1 @@
+"""Gateway tests: real loopback HTTP against fake upstreams."""
