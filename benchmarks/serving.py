@@ -1,8 +1,9 @@
 """Serving under load: `localseek serve` against a naive FastAPI + thread-pool server, same run.
 
 Both servers load the same model and run in their own processes; this script is the client.
-First it measures localseek's capacity (requests/s with every engine slot busy), then it offers
-open-loop Poisson load at multiples of that capacity, each design in turn, and reports TTFT,
+First it measures each design's capacity (requests/s with 2 x --max-num-seqs closed-loop clients,
+so localseek's queue is never empty),
+then offers each open-loop Poisson load at multiples of its own capacity, and reports TTFT,
 TPOT and end-to-end latency percentiles, throughput, goodput (requests finished within the
 SLO, per second) and errors by kind. `--burst N` adds one burst of N simultaneous requests.
 The peer (benchmarks/naive_server.py) is restarted for every level: it cannot cancel work, so
@@ -20,9 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from serving_servers import start_localseek, start_naive, wait_idle  # noqa: E402
 
 # Big enough that the forward pass, not Python, dominates a step; small enough for 2 CPU cores.
 MODEL_SHAPE = dict(
@@ -147,18 +148,17 @@ async def burst(url, send, n, args, seed) -> list[Result]:
         return await asyncio.gather(*(guarded(send, client, b, args.start_timeout) for b in bodies))
 
 
-async def closed_loop(url, concurrency, seconds, args) -> float:
+async def closed_loop(url, send, concurrency, seconds, args) -> float:
     """Requests/s with `concurrency` clients each sending as soon as the last one finished."""
     rng = random.Random(7)
     done = 0
     stop = time.perf_counter() + seconds
-    timeout = httpx.Timeout(600)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(900)) as client:
 
         async def worker() -> None:
             nonlocal done
             while time.perf_counter() < stop:
-                result = await guarded(localseek_request, client, make_body(rng, args), 600)
+                result = await guarded(send, client, make_body(rng, args), 900)
                 done += result.kind == "ok"
 
         t0 = time.perf_counter()
@@ -177,7 +177,13 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def summarize(
-    design: str, label: str, offered: float, results: list[Result], window: float, slo: float
+    design: str,
+    label: str,
+    offered: float,
+    results: list[Result],
+    window: float,
+    slo: float,
+    capacity: float,
 ) -> dict:
     ok = [r for r in results if r.kind == "ok"]
     good = [r for r in ok if r.e2e is not None and r.e2e <= slo]
@@ -192,6 +198,8 @@ def summarize(
         "sent": len(results),
         "completed": len(ok),
         "goodput_rps": round(len(good) / window, 3),
+        "capacity_rps": round(capacity, 3),
+        "goodput_of_capacity": round(len(good) / window / capacity, 3),
         "throughput_tok_s": round(sum(r.tokens for r in ok) / window, 1),
         "errors": kinds,
     }
@@ -214,7 +222,9 @@ def table(rows: list[dict]) -> str:
         "offered_rps",
         "sent",
         "completed",
+        "capacity_rps",
         "goodput_rps",
+        "goodput_of_capacity",
         "throughput_tok_s",
         "ttft_p50",
         "ttft_p99",
@@ -234,93 +244,6 @@ def table(rows: list[dict]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-# ---- servers -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """A server in its own process (so it does not share this client's GIL), logs to a file."""
-
-    def __init__(self, name: str, argv: list[str], port: int, log_dir: Path):
-        self.name, self.url = name, f"http://127.0.0.1:{port}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        self._log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop)
-        self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 300
-        while True:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"{name} exited; see {log_dir / (name + '.log')}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{name} did not become healthy")
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._log.close()
-
-
-def start_localseek(model: str, args, log_dir: Path) -> ServerProcess:
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "localseek",
-        "serve",
-        model,
-        "--port",
-        str(port),
-        "--dtype",
-        "float32",
-        "--device",
-        "cpu",
-        "--max-num-seqs",
-        str(args.max_num_seqs),
-        "--max-queue",
-        str(args.max_queue),
-        "--kv-cache-tokens",
-        str(args.kv_cache_tokens),
-    ]
-    return ServerProcess("localseek", argv, port, log_dir)
-
-
-def start_naive(model: str, log_dir: Path) -> ServerProcess:
-    port = free_port()
-    argv = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "naive_server.py"),
-        model,
-        "--port",
-        str(port),
-    ]
-    return ServerProcess("naive", argv, port, log_dir)
-
-
-def wait_idle(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(url + "/load", timeout=5).json()["queued"] == 0:
-            return
-        time.sleep(0.5)
 
 
 # ---- main ----------------------------------------------------------------------------------
@@ -363,82 +286,120 @@ def main() -> None:
             from tiny_models import make_tiny_model
 
             model = str(make_tiny_model(Path(tmp), "llama", **MODEL_SHAPE))
-        rows, capacity = run_all(model, args, out)
-    (out / "results.json").write_text(
-        json.dumps({"capacity_rps": capacity, "rows": rows, "args": vars(args)}, indent=2)
+        capacity = {"naive": calibrate_naive(model, args, out)}
+        rows = run_localseek(model, args, out, capacity)
+        rows += run_naive(model, args, out, capacity["naive"])
+    rows.sort(
+        key=lambda r: (
+            r["load"].startswith("burst"),
+            float(r["load"].split()[-1].rstrip("x")),
+            r["design"],
+        )
     )
+    report = {"capacity_rps": capacity, "rows": rows, "args": vars(args)}
+    (out / "results.json").write_text(json.dumps(report, indent=2))
     text = table(rows)
     (out / "table.md").write_text(text + "\n")
     from serving_plot import plot
 
-    plot(rows, capacity, out / "serving.png")
-    print(f"\nlocalseek capacity: {capacity:.2f} requests/s (SLO {args.slo:g}s)\n")
+    plot(rows, out / "serving.png")
+    print(
+        f"\ncapacity (requests/s, {2 * args.max_num_seqs} closed-loop clients): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in capacity.items())
+        + f"; SLO {args.slo:g}s\n"
+    )
     print(text)
     for load in args.loads.split(","):
-        by = {r["design"]: r for r in rows if r["load"] == f"{load}x"}
+        by = {r["design"]: r for r in rows if r["load"] == f"{float(load):g}x"}
         if len(by) == 2:
-            ratio = by["localseek"]["goodput_rps"] / max(by["naive"]["goodput_rps"], 1e-9)
-            share = by["localseek"]["goodput_rps"] / capacity
             print(
-                f"{load}x: goodput localseek/naive = {ratio:.1f}x; "
-                f"localseek at {share:.0%} of capacity"
+                f"{load}x own capacity: goodput localseek {by['localseek']['goodput_of_capacity']:.0%}"
+                f" of its capacity, naive {by['naive']['goodput_of_capacity']:.0%} of its capacity; "
+                f"localseek/naive goodput {_ratio(by)}"
             )
     print(f"\nwrote {out / 'serving.png'}, {out / 'table.md'}, {out / 'results.json'}")
 
 
-def run_all(model: str, args, out: Path) -> tuple[list[dict], float]:
-    rows: list[dict] = []
+def _ratio(by: dict) -> str:
+    naive = by["naive"]["goodput_rps"]
+    return "inf (naive 0)" if naive == 0 else f"{by['localseek']['goodput_rps'] / naive:.1f}x"
+
+
+def _levels(args) -> list[float]:
+    return [float(x) for x in args.loads.split(",")]
+
+
+def calibrate_naive(model: str, args, out: Path) -> float:
+    naive = start_naive(model, out)
+    try:
+        print("calibrating naive capacity ...", flush=True)
+        capacity = asyncio.run(
+            closed_loop(
+                naive.url, naive_request, 2 * args.max_num_seqs, args.calibrate_seconds, args
+            )
+        )
+    finally:
+        naive.stop()
+    print(f"  capacity {capacity:.2f} req/s", flush=True)
+    return max(capacity, 1e-3)
+
+
+def run_localseek(model: str, args, out: Path, capacity: dict) -> list[dict]:
+    rows = []
     local = start_localseek(model, args, out)
     try:
         print("calibrating localseek capacity ...", flush=True)
-        asyncio.run(closed_loop(local.url, args.max_num_seqs, 3, args))  # warm-up
-        capacity = asyncio.run(
-            closed_loop(local.url, args.max_num_seqs, args.calibrate_seconds, args)
-        )
-        print(f"  capacity {capacity:.2f} req/s", flush=True)
-        levels = [float(x) for x in args.loads.split(",")]
-        for i, level in enumerate(levels):
-            rate = level * capacity
-            wait_idle(local.url)
-            print(f"load {level:g}x ({rate:.2f} req/s): localseek ...", flush=True)
-            res = asyncio.run(open_loop(local.url, localseek_request, rate, args, seed=i))
-            rows.append(summarize("localseek", f"{level:g}x", rate, res, args.duration, args.slo))
-            local_paused = rows[-1]
-            print(
-                f"  {local_paused['completed']} ok, goodput {local_paused['goodput_rps']}/s",
-                flush=True,
+        asyncio.run(closed_loop(local.url, localseek_request, args.max_num_seqs, 3, args))
+        cap = asyncio.run(
+            closed_loop(
+                local.url, localseek_request, 2 * args.max_num_seqs, args.calibrate_seconds, args
             )
-            rows.append(run_naive_level(model, out, level, rate, args, seed=i))
+        )
+        capacity["localseek"] = cap
+        print(f"  capacity {cap:.2f} req/s", flush=True)
+        for i, level in enumerate(_levels(args)):
+            wait_idle(local.url)
+            print(f"load {level:g}x: localseek at {level * cap:.2f} req/s ...", flush=True)
+            res = asyncio.run(open_loop(local.url, localseek_request, level * cap, args, seed=i))
+            rows.append(
+                summarize(
+                    "localseek", f"{level:g}x", level * cap, res, args.duration, args.slo, cap
+                )
+            )
+            print(f"  {rows[-1]['completed']} ok, goodput {rows[-1]['goodput_rps']}/s", flush=True)
         if args.burst:
             wait_idle(local.url)
             res = asyncio.run(burst(local.url, localseek_request, args.burst, args, seed=99))
-            rows.append(summarize("localseek", f"burst {args.burst}", 0, res, args.slo, args.slo))
+            rows.append(
+                summarize("localseek", f"burst {args.burst}", 0, res, args.slo, args.slo, cap)
+            )
     finally:
         local.stop()
+    return rows
+
+
+def run_naive(model: str, args, out: Path, cap: float) -> list[dict]:
+    """Each level on a fresh naive server: it cannot cancel, so backlogs would carry over."""
+    rows = []
+    for i, level in enumerate(_levels(args)):
+        naive = start_naive(model, out)
+        try:
+            print(f"load {level:g}x: naive at {level * cap:.2f} req/s ...", flush=True)
+            res = asyncio.run(open_loop(naive.url, naive_request, level * cap, args, seed=i))
+        finally:
+            naive.stop()
+        rows.append(
+            summarize("naive", f"{level:g}x", level * cap, res, args.duration, args.slo, cap)
+        )
+        print(f"  {rows[-1]['completed']} ok, goodput {rows[-1]['goodput_rps']}/s", flush=True)
     if args.burst:
-        rows.append(run_naive_burst(model, out, args))
-    return rows, capacity
-
-
-def run_naive_level(model, out, level, rate, args, seed) -> dict:
-    naive = start_naive(model, out)
-    try:
-        print(f"load {level:g}x: naive ...", flush=True)
-        res = asyncio.run(open_loop(naive.url, naive_request, rate, args, seed=seed))
-    finally:
-        naive.stop()
-    row = summarize("naive", f"{level:g}x", rate, res, args.duration, args.slo)
-    print(f"  {row['completed']} ok, goodput {row['goodput_rps']}/s", flush=True)
-    return row
-
-
-def run_naive_burst(model, out, args) -> dict:
-    naive = start_naive(model, out)
-    try:
-        res = asyncio.run(burst(naive.url, naive_request, args.burst, args, seed=99))
-    finally:
-        naive.stop()
-    return summarize("naive", f"burst {args.burst}", 0, res, args.slo, args.slo)
+        naive = start_naive(model, out)
+        try:
+            res = asyncio.run(burst(naive.url, naive_request, args.burst, args, seed=99))
+        finally:
+            naive.stop()
+        rows.append(summarize("naive", f"burst {args.burst}", 0, res, args.slo, args.slo, cap))
+    return rows
 
 
 if __name__ == "__main__":

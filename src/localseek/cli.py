@@ -55,9 +55,32 @@ def _engine_config(args: argparse.Namespace):
 def _add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--api-key", default=os.environ.get("LOCALSEEK_API_KEY"))
-    p.add_argument("--served-model-name", default=None)
-    p.add_argument("--max-queue", type=int, default=None, help="waiting requests at most")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("LOCALSEEK_API_KEY"),
+        help="require 'Authorization: Bearer KEY' (default: $LOCALSEEK_API_KEY)",
+    )
+    p.add_argument("--served-model-name", default=None, help="the model id clients use")
+    p.add_argument("--max-queue", type=int, default=None, help="waiting requests, at most")
+    p.add_argument(
+        "--max-queued-tokens",
+        type=int,
+        default=None,
+        help="waiting prompt + expected output tokens, at most",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=None,
+        help="default seconds a request may wait to start (X-Request-Timeout overrides)",
+    )
+    p.add_argument("--max-n", type=int, default=None, help="largest n accepted")
+    p.add_argument("--max-tokens-limit", type=int, default=None, help="largest max_tokens")
+    p.add_argument(
+        "--no-reasoning",
+        action="store_true",
+        help="leave <think>...</think> in content instead of reasoning_content",
+    )
 
 
 def _server_config(args: argparse.Namespace):
@@ -68,9 +91,17 @@ def _server_config(args: argparse.Namespace):
         "port": args.port,
         "api_key": args.api_key,
         "served_model_name": args.served_model_name,
+        "enable_reasoning": not args.no_reasoning,
+        "log_level": args.log_level.lower(),
     }
-    if args.max_queue is not None:
-        fields["max_queue"] = args.max_queue
+    optional = {
+        "max_queue": args.max_queue,
+        "max_queued_tokens": args.max_queued_tokens,
+        "default_request_timeout": args.request_timeout,
+        "max_n": args.max_n,
+        "max_tokens_limit": args.max_tokens_limit,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
     return ServerConfig(**fields)
 
 
