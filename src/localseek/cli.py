@@ -83,6 +83,17 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _default_served_name(model: str | None) -> str | None:
+    """The id clients see when --served-model-name is not given (None: the path as given)."""
+    if model is None:
+        from localseek.weights.default_model import DEFAULT_MODEL_NAME
+
+        return DEFAULT_MODEL_NAME
+    if model.endswith(".gguf"):
+        return os.path.basename(model)[: -len(".gguf")]
+    return None
+
+
 def _server_config(args: argparse.Namespace):
     from localseek.server.config import ServerConfig
 
@@ -90,7 +101,7 @@ def _server_config(args: argparse.Namespace):
         "host": args.host,
         "port": args.port,
         "api_key": args.api_key,
-        "served_model_name": args.served_model_name,
+        "served_model_name": args.served_model_name or _default_served_name(args.model),
         "enable_reasoning": not args.no_reasoning,
         "log_level": args.log_level.lower(),
     }

@@ -72,7 +72,9 @@ def gemma3_args(cfg: Mapping) -> Gemma3Args:
     heads = int(_require(cfg, "num_attention_heads"))
     kv_heads = int(cfg.get("num_key_value_heads") or heads)
     if heads % kv_heads:
-        raise ModelLoadError(f"num_attention_heads {heads} is not a multiple of {kv_heads} kv heads")
+        raise ModelLoadError(
+            f"num_attention_heads {heads} is not a multiple of {kv_heads} kv heads"
+        )
     head_dim = int(cfg.get("head_dim") or 256)
     layer_types = tuple(cfg.get("layer_types") or _pattern_layer_types(cfg, num_layers))
     if len(layer_types) != num_layers or set(layer_types) - {_SLIDING, _FULL}:
@@ -90,7 +92,9 @@ def gemma3_args(cfg: Mapping) -> Gemma3Args:
         head_dim=head_dim,
         rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
         max_position=int(cfg.get("max_position_embeddings") or 131072),
-        hidden_act=str(cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"),
+        hidden_act=str(
+            cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
+        ),
         attention_bias=bool(cfg.get("attention_bias", False)),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", True)),
         query_pre_attn_scalar=float(cfg.get("query_pre_attn_scalar") or head_dim),
@@ -121,7 +125,9 @@ def _rope_by_layer_type(cfg: Mapping) -> dict[str, dict]:
         by_type = {t: dict(params.get(t) or {}) for t in (_FULL, _SLIDING)}
     else:
         by_type = {
-            _FULL: rope_parameters({**cfg, "rope_theta": cfg.get("rope_theta", _DEFAULT_THETA[_FULL])}),
+            _FULL: rope_parameters(
+                {**cfg, "rope_theta": cfg.get("rope_theta", _DEFAULT_THETA[_FULL])}
+            ),
             _SLIDING: {"rope_theta": cfg.get("rope_local_base_freq", _DEFAULT_THETA[_SLIDING])},
         }
     for layer_type, merged in by_type.items():
