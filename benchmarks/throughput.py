@@ -7,6 +7,10 @@ each request's tokens beyond its own limit thrown away. Both count only requeste
 
     python benchmarks/throughput.py                  # Qwen2-shaped random model (default)
     python benchmarks/throughput.py --arch deepseek_v3
+    python benchmarks/throughput.py --requests 16 --hf-dtype float32   # quicker, one HF row
+
+localseek runs at its default dtype ("auto": bf16 on CPUs with native bf16, else fp32);
+transformers runs at float32 (its default, what a user gets) and at bfloat16, one row each.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ def run_localseek(model_dir: Path, prompts, out_lens, dtype: str) -> dict:
 
     bytes_per_token = ModelRunner.kv_bytes_per_token(engine.runner.model, engine.runner.dtype)
     return {
+        "dtype": str(engine.runner.dtype).removeprefix("torch."),
         "seconds": seconds,
         "tokens": generated,
         "load_s": load_s,
@@ -153,10 +158,23 @@ def main() -> None:
     parser.add_argument("--arch", default="qwen2")
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="auto", help="localseek's dtype (default: auto)")
+    parser.add_argument(
+        "--hf-dtype",
+        default="float32,bfloat16",
+        help="comma-separated dtypes to run transformers at, one row each",
+    )
     parser.add_argument("--hf-batch-size", type=int, default=64)
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads for both engines (default: torch's choice, one per core)",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_model(args.arch, Path(tmp))
@@ -169,24 +187,28 @@ def main() -> None:
             f"{sum(out_lens)} output tokens; torch threads {torch.get_num_threads()}"
         )
         ls = run_localseek(model_dir, prompts, out_lens, args.dtype)
-        hf = (
-            None
-            if args.skip_transformers
-            else run_transformers(model_dir, prompts, out_lens, args.dtype, args.hf_batch_size)
-        )
+        hf_dtypes = [] if args.skip_transformers else args.hf_dtype.split(",")
+        hf = {
+            dtype: run_transformers(model_dir, prompts, out_lens, dtype, args.hf_batch_size)
+            for dtype in hf_dtypes
+        }
 
     ls_rate = ls["tokens"] / ls["seconds"]
     print()
-    print("| engine | output tokens | seconds | tokens/s |")
-    print("|---|---|---|---|")
-    print(f"| localseek | {ls['tokens']} | {ls['seconds']:.1f} | {ls_rate:.1f} |")
-    if hf is not None:
-        hf_rate = hf["tokens"] / hf["seconds"]
+    print("| engine | dtype | output tokens | seconds | tokens/s |")
+    print("|---|---|---|---|---|")
+    print(f"| localseek | {ls['dtype']} | {ls['tokens']} | {ls['seconds']:.1f} | {ls_rate:.1f} |")
+    for dtype, result in hf.items():
         print(
-            f"| transformers generate (padded batch of {args.hf_batch_size}) | {hf['tokens']} | "
-            f"{hf['seconds']:.1f} | {hf_rate:.1f} |"
+            f"| transformers generate (padded batch of {args.hf_batch_size}) | {dtype} | "
+            f"{result['tokens']} | {result['seconds']:.1f} | "
+            f"{result['tokens'] / result['seconds']:.1f} |"
         )
-        print(f"\nratio localseek / transformers: {ls_rate / hf_rate:.2f}x")
+    if hf:
+        print()
+    for dtype, result in hf.items():
+        hf_rate = result["tokens"] / result["seconds"]
+        print(f"ratio localseek / transformers {dtype}: {ls_rate / hf_rate:.2f}x")
     bpt = ls["bytes_per_token"]
     prealloc = len(prompts) * ls["max_model_len"] * bpt
     padded = len(prompts) * (max(map(len, prompts)) + max(out_lens)) * bpt

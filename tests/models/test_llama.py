@@ -158,7 +158,8 @@ def _dense_attention(q, k, v, context_len, scale, window, soft_cap):
 
 @pytest.mark.parametrize("window,soft_cap", [(None, None), (5, None), (None, 2.0), (3, 1.5)])
 @pytest.mark.parametrize("decode_only", [False, True])
-def test_paged_attention_matches_dense(window, soft_cap, decode_only):
+@pytest.mark.parametrize("group_bytes", [1 << 62, 1, 3072])  # one group, one per row, mixed
+def test_paged_attention_matches_dense(window, soft_cap, decode_only, group_bytes):
     from localseek.models.attention import (
         AttentionMetadata,
         AttentionWorkspace,
@@ -169,7 +170,11 @@ def test_paged_attention_matches_dense(window, soft_cap, decode_only):
     gen = torch.Generator().manual_seed(0)
     block_size, num_blocks, q_heads, kv_heads, dim = 4, 40, 6, 2, 8
     # (context_len, query_len) per sequence: decodes, a fresh prefill, a chunk over a cache.
-    shapes = [(9, 1), (1, 1), (17, 1)] if decode_only else [(9, 1), (7, 7), (17, 5), (12, 1)]
+    shapes = (
+        [(9, 1), (1, 1), (17, 1), (6, 1)]
+        if decode_only
+        else [(9, 1), (7, 7), (17, 5), (12, 1), (3, 1)]
+    )
     k_cache = torch.zeros(num_blocks, block_size, kv_heads, dim)
     v_cache = torch.zeros(num_blocks, block_size, kv_heads, dim)
     free = torch.randperm(num_blocks, generator=gen).tolist()
@@ -200,6 +205,7 @@ def test_paged_attention_matches_dense(window, soft_cap, decode_only):
         max_context_len=max(c for c, _ in shapes),
         is_decode_only=decode_only,
         workspace=AttentionWorkspace(),
+        decode_group_bytes=group_bytes,
     )
     out = paged_attention(
         torch.cat(queries),

@@ -62,10 +62,6 @@ def load_model(config: EngineConfig) -> LoadedModel:
     source = open_model(config.model.model)
     device = resolve_device(config.model.device)
     dtype = resolve_dtype(config.model.dtype, device)
-    if device.type == "cpu":
-        # Denormal floats (|x| < 1.2e-38) take a slow microcode path on x86: some attention
-        # calls ran ~400x slower on the real Gemma weights. Flushing them to zero is harmless.
-        torch.set_flush_denormal(True)
     model_cls = resolve_model_class(source.config)
     with torch.device(device):
         model = model_cls(source.config, dtype, device)

@@ -81,6 +81,9 @@ class AttentionMetadata:
     # otherwise rebuild; filled lazily by the attention functions, dropped with the step.
     memo: dict = field(default_factory=dict, repr=False, compare=False)
     workspace: AttentionWorkspace | None = None  # reusable scratch; None: allocate per call
+    # Decode rows are attended in groups whose padded K/V fit this many bytes (see
+    # _plan_groups); the runner picks it per device. The default never splits.
+    decode_group_bytes: int = 1 << 62
 
 
 # ---- the torch reference implementation ------------------------------------------------------
@@ -113,12 +116,14 @@ def paged_attention(
     `sliding_window` w: a token sees itself and the w-1 tokens before it. `soft_cap` c:
     scores become c * tanh(scores / c) before masking.
 
-    Decoding sequences (one query row) go through one padded, vectorized call; sequences with
-    several query rows (prefill chunks) are handled one at a time with a causal offset mask.
+    Decoding sequences (one query row) go through padded, vectorized calls, one per group of
+    similar context length (`meta.decode_group_bytes`); sequences with several query rows
+    (prefill chunks) are handled one at a time with a causal offset mask.
     """
     scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
     opts: _Opts = (scale, sliding_window, soft_cap)
-    decode = _decode_batch(meta, k_cache.shape[1])
+    kv_bytes = (k_cache[0, 0].numel() + v_cache[0, 0].numel()) * k_cache.element_size()
+    decode = _decode_batch(meta, k_cache.shape[1], kv_bytes)
     if meta.is_decode_only:
         return _decode_attention(q, k_cache, v_cache, meta, decode, opts)
     out = q.new_empty(q.shape[0], q.shape[1], v_cache.shape[-1])
@@ -135,14 +140,22 @@ def paged_attention(
 
 
 @dataclass(frozen=True)
+class _DecodeGroup:
+    """Decoding sequences of similar context length, gathered and attended together."""
+
+    rows: torch.Tensor  # [m] int64: the group's rows among the step's decode rows
+    blocks: torch.Tensor  # [m * num_blocks] int64: each row's block table, flattened
+    context_lens: torch.Tensor  # [m]
+    num_blocks: int  # blocks per row, covering the group's longest context
+    padded_len: int  # num_blocks * block_size
+
+
+@dataclass(frozen=True)
 class _DecodeBatch:
-    """The step's single-query sequences, laid out for the padded path."""
+    """The step's single-query sequences, split into groups for the padded path."""
 
     rows: torch.Tensor | None  # [n] their query rows in q; None when every row decodes
-    blocks: torch.Tensor  # [n * num_blocks] int64: each row's block table, flattened
-    context_lens: torch.Tensor  # [n]
-    num_blocks: int  # blocks per row, covering the longest context
-    padded_len: int  # num_blocks * block_size
+    groups: tuple[_DecodeGroup, ...]
 
 
 def _memo(meta: AttentionMetadata, key: tuple, build):
@@ -155,37 +168,71 @@ def _query_starts(meta: AttentionMetadata) -> list[int]:
     return _memo(meta, ("starts",), lambda: [0, *itertools.accumulate(meta.query_lens_list)])
 
 
-def _decode_batch(meta: AttentionMetadata, block_size: int) -> _DecodeBatch | None:
+def _decode_batch(meta: AttentionMetadata, block_size: int, kv_bytes: int) -> _DecodeBatch | None:
+    """Decode rows grouped by context length; `kv_bytes`: K+V bytes one context token reads."""
+
     def build() -> _DecodeBatch | None:
         if meta.is_decode_only:
-            max_len = meta.max_context_len
-            rows, tables, lens = None, meta.block_tables, meta.context_lens
+            seqs = list(range(len(meta.query_lens_list)))
+            rows = None
         else:
             seqs = [i for i, n in enumerate(meta.query_lens_list) if n == 1]
             if not seqs:
                 return None
-            max_len = max(meta.context_lens_list[i] for i in seqs)
             starts = _query_starts(meta)
-            device = meta.block_tables.device
-            index = torch.tensor(seqs, device=device)
-            rows = torch.tensor([starts[i] for i in seqs], device=device)
-            tables, lens = meta.block_tables[index], meta.context_lens[index]
-        num_blocks = -(-max_len // block_size)
-        blocks = tables[:, :num_blocks].flatten().long()
-        return _DecodeBatch(rows, blocks, lens, num_blocks, num_blocks * block_size)
+            rows = torch.tensor([starts[i] for i in seqs], device=meta.block_tables.device)
+        budget = meta.decode_group_bytes // max(1, kv_bytes)  # padded context tokens per group
+        groups = _plan_groups([meta.context_lens_list[i] for i in seqs], block_size, budget)
+        return _DecodeBatch(rows, tuple(_group(meta, seqs, g, block_size) for g in groups))
 
-    return _memo(meta, ("decode", block_size), build)
+    return _memo(meta, ("decode", block_size, kv_bytes), build)
+
+
+def _plan_groups(lens: list[int], block_size: int, budget_tokens: int) -> list[list[int]]:
+    """Indices into `lens`, longest first, cut into groups whose padded size fits the budget.
+
+    Padding every row to the batch's longest context wastes ~half the reads when lengths
+    vary, and one batch-wide gather overflows the CPU caches before attention reads it back;
+    a group sized to the budget is gathered and attended while still in cache.
+    """
+    order = sorted(range(len(lens)), key=lambda i: -lens[i])
+    groups: list[list[int]] = []
+    width = 0
+    for i in order:
+        if groups and (len(groups[-1]) + 1) * width <= budget_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+            width = -(-lens[i] // block_size) * block_size  # longest in the group comes first
+    return groups if len(groups) > 1 else [list(range(len(lens)))]
+
+
+def _group(
+    meta: AttentionMetadata, seqs: list[int], members: list[int], block_size: int
+) -> _DecodeGroup:
+    device = meta.block_tables.device
+    index = [seqs[m] for m in members]
+    num_blocks = -(-max(meta.context_lens_list[i] for i in index) // block_size)
+    if meta.is_decode_only and index == seqs:  # the whole batch, in its own order
+        rows = torch.arange(len(seqs), device=device)
+        tables, lens = meta.block_tables, meta.context_lens
+    else:
+        rows = torch.tensor(members, device=device)
+        seq_index = torch.tensor(index, device=device)
+        tables, lens = meta.block_tables[seq_index], meta.context_lens[seq_index]
+    blocks = tables[:, :num_blocks].flatten().long()
+    return _DecodeGroup(rows, blocks, lens, num_blocks, num_blocks * block_size)
 
 
 def _decode_mask(
-    meta: AttentionMetadata, batch: _DecodeBatch, sliding_window: int | None, dtype: torch.dtype
+    meta: AttentionMetadata, group: _DecodeGroup, sliding_window: int | None, dtype: torch.dtype
 ) -> torch.Tensor:
-    """[n, 1, 1, padded_len] additive mask in `dtype`: 0 where the key is in the (windowed)
+    """[m, 1, 1, padded_len] additive mask in `dtype`: 0 where the key is in the (windowed)
     context, -inf elsewhere. Additive, because SDPA converts a bool mask on every call."""
 
     def build() -> torch.Tensor:
-        key_pos = torch.arange(batch.padded_len, device=batch.context_lens.device)[None, :]
-        lens = batch.context_lens.long()[:, None]
+        key_pos = torch.arange(group.padded_len, device=group.context_lens.device)[None, :]
+        lens = group.context_lens.long()[:, None]
         mask = key_pos < lens
         if sliding_window is not None:
             # The query sits at lens - 1 and sees keys after (lens - 1) - window.
@@ -193,7 +240,8 @@ def _decode_mask(
         additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
         return additive.masked_fill_(~mask, float("-inf"))[:, None, None, :]
 
-    return _memo(meta, ("decode_mask", batch.padded_len, sliding_window, dtype), build)
+    # Groups stay in meta.memo for the whole step, so id(group) is stable and unique there.
+    return _memo(meta, ("decode_mask", id(group), sliding_window, dtype), build)
 
 
 def _decode_attention(
@@ -205,35 +253,52 @@ def _decode_attention(
     opts: _Opts,
 ) -> torch.Tensor:
     """One query per sequence: q [n, q_heads, d] -> [n, q_heads, v_dim]."""
+    if len(batch.groups) == 1:
+        return _attend_group(q, k_cache, v_cache, meta, batch.groups[0], opts)
+    out = q.new_empty(q.shape[0], q.shape[1], v_cache.shape[-1])
+    for group in batch.groups:
+        out[group.rows] = _attend_group(q[group.rows], k_cache, v_cache, meta, group, opts)
+    return out
+
+
+def _attend_group(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    group: _DecodeGroup,
+    opts: _Opts,
+) -> torch.Tensor:
+    """q [m, q_heads, d] of one group's rows -> [m, q_heads, v_dim]."""
     scale, sliding_window, soft_cap = opts
-    n, q_heads, head_dim = q.shape
+    m, q_heads, head_dim = q.shape
     kv_heads = k_cache.shape[2]
-    # [n, padded_len, kv_heads, d] viewed as [n, kv_heads, padded_len, d]
-    k = _gather_blocks(k_cache, batch, meta.workspace, "decode_k").transpose(1, 2)
-    v = _gather_blocks(v_cache, batch, meta.workspace, "decode_v").transpose(1, 2)
+    # [m, padded_len, kv_heads, d] viewed as [m, kv_heads, padded_len, d]
+    k = _gather_blocks(k_cache, group, meta.workspace, "decode_k").transpose(1, 2)
+    v = _gather_blocks(v_cache, group, meta.workspace, "decode_v").transpose(1, 2)
     # The query heads sharing a kv head become that head's query rows, so K/V are read once
-    # per kv head instead of being repeated per query head: [n, kv_heads, group, d].
-    q = q.view(n, kv_heads, q_heads // kv_heads, head_dim)
+    # per kv head instead of being repeated per query head: [m, kv_heads, group, d].
+    q = q.view(m, kv_heads, q_heads // kv_heads, head_dim)
     if soft_cap is None:
-        mask = _decode_mask(meta, batch, sliding_window, q.dtype)
+        mask = _decode_mask(meta, group, sliding_window, q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     else:
-        mask = _decode_mask(meta, batch, sliding_window, torch.float32) == 0
-        out = _attend(q, k, v, mask, scale, soft_cap)  # [n, kv_heads, group, v_dim]
-    return out.reshape(n, q_heads, -1)
+        mask = _decode_mask(meta, group, sliding_window, torch.float32) == 0
+        out = _attend(q, k, v, mask, scale, soft_cap)  # [m, kv_heads, group, v_dim]
+    return out.reshape(m, q_heads, -1)
 
 
 def _gather_blocks(
-    cache: torch.Tensor, batch: _DecodeBatch, workspace: AttentionWorkspace | None, name: str
+    cache: torch.Tensor, group: _DecodeGroup, workspace: AttentionWorkspace | None, name: str
 ) -> torch.Tensor:
-    """cache [num_blocks, block_size, *shape] -> [n, padded_len, *shape] through block tables."""
-    n = batch.context_lens.shape[0]
+    """cache [num_blocks, block_size, *shape] -> [m, padded_len, *shape] through block tables."""
+    m = group.context_lens.shape[0]
     if workspace is None:
-        out = torch.index_select(cache, 0, batch.blocks)
+        out = torch.index_select(cache, 0, group.blocks)
     else:
-        out = workspace.get(name, (batch.blocks.shape[0], *cache.shape[1:]), cache)
-        torch.index_select(cache, 0, batch.blocks, out=out)
-    return out.view(n, batch.padded_len, *cache.shape[2:])
+        out = workspace.get(name, (group.blocks.shape[0], *cache.shape[1:]), cache)
+        torch.index_select(cache, 0, group.blocks, out=out)
+    return out.view(m, group.padded_len, *cache.shape[2:])
 
 
 def _prefix_attention(
