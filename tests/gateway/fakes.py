@@ -32,6 +32,8 @@ class FakeState:
     healthy: bool = True
     capacity: int | None = None  # beyond it: 429 (like `localseek serve --max-queue`)
     die_after_chunks: int | None = None  # cut streams after this many content chunks
+    # Words per content chunk, like a detokenizer that held back an incomplete character.
+    tokens_per_chunk: int = 1
     in_flight: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
 
@@ -160,6 +162,10 @@ async def _stream(
         "object": "chat.completion.chunk" if route == "chat" else "text_completion",
     }
 
+    options = body.get("stream_options") or {}
+    continuous = options.get("include_usage") and options.get("continuous_usage_stats")
+    sent = 0  # words streamed so far
+
     def piece(text: str | None, finish: str | None, role: bool = False) -> bytes:
         if route == "chat":
             delta: dict[str, Any] = {"role": "assistant"} if role else {}
@@ -168,17 +174,30 @@ async def _stream(
             choice = {"index": 0, "delta": delta, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": text or "", "finish_reason": finish}
-        return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode()
+        chunk: dict[str, Any] = {**base, "choices": [choice]}
+        if continuous:  # vLLM's continuous_usage_stats: the usage so far in every chunk
+            prompt = usage["prompt_tokens"]
+            chunk["usage"] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": sent,
+                "total_tokens": prompt + sent,
+            }
+        return f"data: {json.dumps(chunk)}\n\n".encode()
 
+    step = state.tokens_per_chunk
+    groups = [words[i : i + step] for i in range(0, len(words), step)]
     try:
         if route == "chat":
             yield piece("", None, role=True)
-        for i, word in enumerate(words):
+        for i, group in enumerate([*groups, None]):  # None: the finish
             if state.die_after_chunks is not None and i >= state.die_after_chunks:
                 raise RuntimeError(f"{state.name} dies mid-stream")  # the connection is cut
+            if group is None:
+                break
             if state.token_delay_s:
                 await asyncio.sleep(state.token_delay_s)
-            yield piece(word, None)
+            sent += len(group)
+            yield piece("".join(group), None)
         yield piece(None, "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
             yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()

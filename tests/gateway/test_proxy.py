@@ -56,7 +56,10 @@ def test_stream_is_relayed_with_one_role_and_done(fake, gateway):
     assert text == full_answer(8)
     assert sum("role" in e["choices"][0]["delta"] for e in events if e.get("choices")) == 1
     assert not any("usage" in e for e in events)  # injected for accounting, not asked for
-    assert a.completions()[0]["body"]["stream_options"] == {"include_usage": True}
+    assert a.completions()[0]["body"]["stream_options"] == {
+        "include_usage": True,
+        "continuous_usage_stats": True,  # local upstreams report the usage in every chunk
+    }
 
 
 def test_failure_before_first_byte_is_retried_elsewhere(fake, gateway):

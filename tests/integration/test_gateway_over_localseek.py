@@ -278,57 +278,90 @@ def test_routing_follows_the_load_the_replicas_report(stack):
     wait_until(lambda: replica_load(busy)["running"] == 0, f"{busy.name} is idle again")
 
 
+def usage_chunks(stream: Any) -> tuple[list[tuple[str, int, str | None]], Any]:
+    """(content, completion tokens so far, finish reason) per chunk with a choice; final usage."""
+    chunks, final = [], None
+    for chunk in stream:  # the SDK raises on an error event: a broken stream fails here
+        if not chunk.choices:
+            final = chunk.usage
+        for choice in chunk.choices:
+            chunks.append(
+                (choice.delta.content or "", chunk.usage.completion_tokens, choice.finish_reason)
+            )
+    return chunks, final
+
+
 def test_killing_the_serving_replica_mid_stream_continues_on_the_survivor(stack):
     n = 1000
     request = {"model": MODEL, "messages": PROMPT, "max_tokens": n, **GREEDY}
+    # Usage in every chunk: the client sees how many tokens each chunk brought.
+    usage_so_far = {"include_usage": True, "continuous_usage_stats": True}
     continued = gateway_counter(
         stack, "localseek_gateway_stream_continuations_total", outcome="continued"
     )
-    pieces: list[str] = []
-    victim, seen_before_kill, usage, finish = None, "", None, None
+    seen: list[tuple[str, int, str | None]] = []
+    victim, seen_before_kill, usage = None, "", None
     stream = stack.client(stack.gateway).chat.completions.create(
-        stream=True, stream_options={"include_usage": True}, **request
+        stream=True, stream_options=usage_so_far, **request
     )
-    for chunk in stream:  # the SDK raises on an error event: a broken stream fails here
-        usage = chunk.usage or usage
+    for chunk in stream:
+        usage = chunk.usage if not chunk.choices else usage
         for choice in chunk.choices:
-            pieces += [choice.delta.content] if choice.delta.content else []
-            finish = choice.finish_reason or finish
-        if victim is None and len(pieces) >= 10:
+            content, tokens = choice.delta.content or "", chunk.usage.completion_tokens
+            seen.append((content, tokens, choice.finish_reason))
+        if victim is None and sum(bool(content) for content, _, _ in seen) >= 10:
             running = {r.name: replica_load(r)["running"] for r in stack.replicas}
             serving = [name for name, count in running.items() if count]
             assert len(serving) == 1, f"expected one replica on the stream, got {running}"
             victim = stack.replica(serving[0])
             victim.kill()
-            seen_before_kill = "".join(pieces)
-    text = "".join(pieces)
+            seen_before_kill = "".join(content for content, _, _ in seen)
+    text = "".join(content for content, _, _ in seen)
     survivor = next(r for r in stack.replicas if r is not victim)
-    assert victim is not None and finish == "length"
+    assert victim is not None and seen[-1][2] == "length"
     assert (
         gateway_counter(stack, "localseek_gateway_stream_continuations_total", outcome="continued")
         == continued + 1
     )
 
-    # The gateway asks the survivor for max_tokens minus the content chunks it had relayed, and
-    # the usage chunk the client gets is the survivor's own: with ignore_eos it produced exactly
-    # that many tokens, so the usage tells how many chunks the victim had delivered. (A chunk can
-    # carry several tokens when the detokenizer held back an incomplete UTF-8 sequence, so the
-    # whole answer here runs past max_tokens; the gateway cannot count tokens it never sees.)
+    # The survivor's opening chunk (its role removed: the client sees one role) is the only
+    # chunk without text between the first and the finish; its usage is the tokens the victim
+    # had delivered, as the victim counted them.
+    openings = [
+        i for i, (content, _, finish) in enumerate(seen) if i and not content and not finish
+    ]
+    assert len(openings) == 1, openings
+    boundary = openings[0]
+    sent = seen[boundary][1]
+    from_victim = [(content, tokens) for content, tokens, _ in seen[1:boundary]]
+
+    # The victim streamed what the survivor streams for the same greedy request (same weights),
+    # chunk by chunk and token count by token count. Chunks carry several tokens where the
+    # detokenizer held back an incomplete UTF-8 sequence, so counting chunks is not counting
+    # tokens: the gateway shortened the continuation by the victim's token count.
     direct = stack.client(survivor)
-    greedy_chunks = stream_pieces(direct, **request)
-    sent = n - usage.completion_tokens
-    assert len(seen_before_kill) <= len("".join(greedy_chunks[:sent]))
-    # The victim streamed the same greedy chunks as the survivor does (same weights): the
-    # gateway had relayed the first `sent` of them when the victim died.
-    partial = "".join(greedy_chunks[:sent])
+    greedy, greedy_usage = usage_chunks(
+        direct.chat.completions.create(stream=True, stream_options=usage_so_far, **request)
+    )
+    greedy = [(content, tokens) for content, tokens, _ in greedy if content]
+    assert from_victim == greedy[: len(from_victim)] and from_victim[-1][1] == sent
+    partial = "".join(content for content, _ in from_victim)
     assert partial.startswith(seen_before_kill) and text.startswith(partial)
 
-    # `text == "".join(greedy_chunks)` does not hold in general, and this is not a bug: the
-    # continuation re-tokenizes the partial text, and a random model's tokens are rarely the
-    # canonical BPE split of their own text (byte-level tokens that are not valid UTF-8 even
-    # reach the text as U+FFFD), so the survivor resumes from different token ids than the
-    # victim held. The strongest true property: the client got the victim's greedy prefix
-    # followed by exactly the survivor's greedy continuation of that prefix.
+    # The whole answer is max_tokens tokens, however the chunks fell, and its usage is the
+    # answer's: the original prompt, the victim's tokens plus the survivor's.
+    assert usage.prompt_tokens == greedy_usage.prompt_tokens
+    assert usage.completion_tokens == n and seen[-1][1] == n
+    assert usage.total_tokens == usage.prompt_tokens + n
+    so_far = [tokens for _, tokens, _ in seen]
+    assert so_far == sorted(so_far)
+
+    # `text == greedy` does not hold in general, and this is not a bug: the continuation
+    # re-tokenizes the partial text, and a random model's tokens are rarely the canonical BPE
+    # split of their own text (byte-level tokens that are not valid UTF-8 even reach the text
+    # as U+FFFD), so the survivor resumes from different token ids than the victim held. The
+    # strongest true property: the client got the victim's greedy prefix followed by exactly
+    # the survivor's greedy continuation of that prefix, n - sent tokens long.
     continuation = direct.chat.completions.create(
         model=MODEL,
         messages=[*PROMPT, {"role": "assistant", "content": partial}],
@@ -340,6 +373,7 @@ def test_killing_the_serving_replica_mid_stream_continues_on_the_survivor(stack)
             "add_generation_prompt": False,
         },
     )
+    assert continuation.usage.completion_tokens == n - sent
     assert text == partial + continuation.choices[0].message.content
 
 

@@ -39,6 +39,10 @@ class UpstreamConfig:
     # How to ask this upstream to continue a partial answer after another one died mid-stream:
     # continue_final_message (vLLM, SGLang, localseek), prefix (DeepSeek's chat prefix), none.
     continuation: str = "continue_final_message"
+    # Ask for vLLM's stream_options.continuous_usage_stats (usage in every chunk), so that a
+    # continuation's budget is cut by the tokens sent, not the chunks. None: on for local only
+    # (some cloud APIs reject stream_options keys they do not know).
+    continuous_usage: bool | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -67,6 +71,10 @@ class UpstreamConfig:
     @property
     def probes(self) -> bool:
         return self.kind == "local" if self.probe is None else self.probe
+
+    @property
+    def asks_continuous_usage(self) -> bool:
+        return self.kind == "local" if self.continuous_usage is None else self.continuous_usage
 
     def upstream_model(self, model: str) -> str:
         return self.model_map.get(model, model)

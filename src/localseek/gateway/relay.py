@@ -21,7 +21,7 @@ from localseek.gateway.proxy import (
 )
 from localseek.gateway.request import GatewayRequest
 from localseek.gateway.sse import DONE, DONE_EVENT, event, iter_data
-from localseek.gateway.stream import StreamAssembler
+from localseek.gateway.stream import SentTokens, StreamAssembler
 from localseek.gateway.upstream import Upstream
 from localseek.ops.metrics.gateway import GatewayMetrics
 
@@ -31,9 +31,15 @@ def upstream_body(req: GatewayRequest, upstream: Upstream) -> dict[str, Any]:
     body = copy.deepcopy(req.body)
     body["model"] = upstream.config.upstream_model(req.model)
     if req.stream:
-        # Usage lets the gateway reconcile token limits and count cost; the client only sees the
-        # usage chunk if it asked for it.
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        # Usage lets the gateway reconcile token limits and count cost; usage in every chunk
+        # tells it how many tokens reached the client if the stream is cut. The client only
+        # sees what it asked for.
+        options = {**(body.get("stream_options") or {}), "include_usage": True}
+        # Not even the client's own request for it reaches an upstream that may reject it.
+        options.pop("continuous_usage_stats", None)
+        if upstream.config.asks_continuous_usage:
+            options["continuous_usage_stats"] = True
+        body["stream_options"] = options
     return body
 
 
@@ -50,8 +56,13 @@ class StreamRelay:
         self._forwarder = forwarder
         self._req = req
         self._metrics = metrics
-        self._include_usage = bool((req.body.get("stream_options") or {}).get("include_usage"))
+        options = req.body.get("stream_options") or {}
+        self._include_usage = bool(options.get("include_usage"))
+        self._usage_every_chunk = self._include_usage and bool(
+            options.get("continuous_usage_stats")
+        )
         self.assembler = StreamAssembler(req.route)
+        self.sent = SentTokens()
         self.tried = Attempts()
         self.completed = False
         self.last_upstream: Upstream | None = None
@@ -98,6 +109,8 @@ class StreamRelay:
                 self._forwarder.fail(
                     opened.upstream, kind, self.tried, f"{opened.upstream.name}: cut mid-stream"
                 )
+                self.sent.cut(partial=any(self.assembler.text.values()))
+                self.assembler.usage = None  # the cut stream's usage so far is not the answer's
                 async for data in self._continue():
                     yield data
         finally:
@@ -117,8 +130,13 @@ class StreamRelay:
                 raise ValueError("stream chunk is not a JSON object")
             if "error" in chunk and not chunk.get("choices"):
                 raise _InStreamError(str(chunk["error"])[:200])
+            usage = chunk.get("usage")
+            if isinstance(usage, dict):  # the client and the accounting see the whole answer's
+                chunk["usage"] = self.sent.answer_usage(usage)
             out = self._rewrite(chunk, opened.upstream)  # fixes id/model in place
+            chunks = self.assembler.chunks
             self.assembler.add(chunk)
+            self.sent.observe(usage, content=self.assembler.chunks > chunks)
             if out is not None:
                 yield event(out)
         if not (done or self.assembler.finished):
@@ -132,7 +150,14 @@ class StreamRelay:
             chunk[name] = self._fixed[name]
         if not chunk.get("choices") and "usage" in chunk and not self._include_usage:
             return None
-        if "usage" in chunk and chunk.get("usage") is not None and not self._include_usage:
+        # Usage on a chunk with choices is the usage so far where the gateway asked for it: the
+        # client sees it only if it asked too (include_usage alone: one final usage chunk).
+        keep = self._include_usage and (
+            self._usage_every_chunk
+            or not chunk.get("choices")
+            or not upstream.config.asks_continuous_usage
+        )
+        if chunk.get("usage") is not None and not keep:
             chunk = {k: v for k, v in chunk.items() if k != "usage"}
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta")
@@ -146,6 +171,11 @@ class StreamRelay:
     async def _continue(self) -> AsyncIterator[bytes]:
         """Open a continuation on another upstream, or end the stream with an error event."""
         reason = self._why_not_continuable()
+        if reason is None and self._budget_spent():
+            self._metrics.continuations.labels("finished").inc()
+            for data in self._finish_at_budget():
+                yield data
+            return
         if reason is None:
             partial = "".join(self.assembler.text.values())
             try:
@@ -183,9 +213,28 @@ class StreamRelay:
             return "its prompt is not text"
         return None
 
+    def _budget_spent(self) -> bool:
+        """The cut stream had sent max_tokens tokens: only the finish was missing."""
+        limits = [self._req.body.get(n) for n in ("max_tokens", "max_completion_tokens")]
+        return any(isinstance(n, int) and n <= self.sent.before for n in limits)
+
+    def _finish_at_budget(self) -> list[bytes]:
+        """End the answer as the upstream would have: finish_reason length, usage, [DONE]."""
+        self.assembler.usage = self.sent.finished_usage()
+        chat = self._req.route == "chat"
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
+        choice.update({"delta": {}} if chat else {"text": ""})
+        base = {**self._fixed, "object": "chat.completion.chunk" if chat else "text_completion"}
+        chunks = [{**base, "choices": [choice]}]
+        if self._include_usage and self.assembler.usage is not None:
+            chunks.append({**base, "choices": [], "usage": self.assembler.usage})
+        self.assembler.add(chunks[0])
+        self.completed = True
+        return [*(event(c) for c in chunks), DONE_EVENT]
+
     def _continuation_builder(self, partial: str) -> BodyBuilder:
         req = self._req
-        sent = self.assembler.chunks
+        sent = self.sent.before  # tokens, as the upstream counted them (or chunks, if not)
 
         def build(upstream: Upstream) -> dict[str, Any]:
             body = upstream_body(req, upstream)

@@ -111,3 +111,61 @@ def replay_chunks(
     if include_usage and response.get("usage") is not None:
         chunks.append({**base, "object": obj, "choices": [], "usage": response["usage"]})
     return chunks
+
+
+class SentTokens:
+    """Completion tokens of one answer that reached the client, across its upstream streams.
+
+    An upstream asked for `continuous_usage_stats` reports the tokens so far in every chunk; for
+    one that does not, each content chunk counts as one token (an undercount when the upstream's
+    detokenizer held back an incomplete character and a chunk carries several tokens).
+    """
+
+    def __init__(self) -> None:
+        self.before = 0  # tokens of the earlier, cut streams that the current one continues
+        self._prompt_usage: dict[str, Any] | None = None  # a usage of the original prompt
+        self._continued = False  # the current stream's prompt holds a partial answer
+        self._reported = 0  # the current stream's last reported completion_tokens
+        self._chunks_since = 0  # its content chunks after that report
+
+    @property
+    def total(self) -> int:
+        """Tokens sent so far, this stream's included."""
+        return self.before + self._reported + self._chunks_since
+
+    def observe(self, usage: Any, content: bool) -> None:
+        """One chunk of the current stream: its upstream usage (if any), whether it had text."""
+        if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+            # The usage covers this chunk's own text too.
+            self._reported, self._chunks_since = usage["completion_tokens"], 0
+            if not self._continued and self._prompt_usage is None:
+                self._prompt_usage = usage
+        elif content:
+            self._chunks_since += 1
+
+    def cut(self, partial: bool) -> None:
+        """The current stream died; the next continues after the text sent (or, none: restarts)."""
+        self.before = self.total if partial else 0
+        self._continued = self._continued or partial
+        self._reported = self._chunks_since = 0
+
+    def answer_usage(self, usage: dict[str, Any]) -> dict[str, Any]:
+        """An upstream's usage as the whole answer's: earlier streams' tokens, the first prompt.
+
+        A continuation's prompt holds the partial answer, so its own prompt_* counts are the
+        original prompt's when a first stream reported them (else they are left as they are).
+        """
+        if not self._continued:
+            return usage
+        merged = dict(usage)
+        if self._prompt_usage is not None:
+            merged.update({k: v for k, v in self._prompt_usage.items() if k.startswith("prompt_")})
+        merged["completion_tokens"] = self.before + int(usage.get("completion_tokens") or 0)
+        merged["total_tokens"] = int(merged.get("prompt_tokens") or 0) + merged["completion_tokens"]
+        return merged
+
+    def finished_usage(self) -> dict[str, Any] | None:
+        """The usage of an answer the cut stream had already sent in full (prompt known only)."""
+        if self._prompt_usage is None:
+            return None
+        return self.answer_usage({"completion_tokens": 0})

@@ -26,7 +26,10 @@ class _Request(BaseModel):
 
 
 class StreamOptions(_Request):
-    include_usage: bool = False
+    include_usage: bool = False  # one final chunk with the whole answer's usage
+    # vLLM's extension (with include_usage): every chunk also carries the usage so far, which
+    # is how the gateway knows how many tokens reached the client if the stream is cut.
+    continuous_usage_stats: bool = False
 
 
 class _SamplingFields(_Request):
@@ -55,6 +58,12 @@ class _SamplingFields(_Request):
     min_tokens: Annotated[int, Field(ge=0, le=1 << 20)] = 0
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+
+    @property
+    def usage_in_every_chunk(self) -> bool:
+        """Streamed chunks each carry the usage so far (vLLM's `continuous_usage_stats`)."""
+        options = self.stream_options
+        return options is not None and options.include_usage and options.continuous_usage_stats
 
 
 class ContentPart(_Request):

@@ -155,6 +155,7 @@ class _ChatView:
             if body.logprobs
             else None
         )
+        self._latest: dict[int, RequestOutput] = {}  # each choice's newest output (streaming)
 
     def _split(self, text: str) -> tuple[str | None, str]:
         if not self.reasoning:
@@ -195,6 +196,9 @@ class _ChatView:
         )
 
     def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
+        if usage is None and self.body.usage_in_every_chunk:
+            # Tokens generated so far: the gateway shortens a continuation's budget by them.
+            usage = self.usage(self._latest)
         return sse(
             ChatCompletionChunk(
                 id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
@@ -213,6 +217,7 @@ class _ChatView:
         finals: dict[int, RequestOutput] = {}
         try:
             async for index, out in run.fanout.stream():
+                self._latest[index] = out
                 for chunk in self._deltas(index, out, splitters[index]):
                     yield chunk
                 if out.finished:

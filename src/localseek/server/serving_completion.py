@@ -97,6 +97,7 @@ class _CompletionView:
             else None
         )
         self._offsets: dict[int, int] = {}  # characters streamed so far per choice
+        self._latest: dict[int, RequestOutput] = {}  # each choice's newest output (streaming)
 
     def usage(self, finals: dict[int, RequestOutput]) -> Usage:
         n = self.body.n
@@ -134,6 +135,8 @@ class _CompletionView:
         )
 
     def _chunk(self, choices: list[CompletionChoice], usage: Usage | None = None) -> str:
+        if usage is None and self.body.usage_in_every_chunk:
+            usage = self.usage(self._latest)
         return sse(
             CompletionResponse(
                 id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
@@ -144,6 +147,7 @@ class _CompletionView:
         finals: dict[int, RequestOutput] = {}
         try:
             async for index, out in run.fanout.stream():
+                self._latest[index] = out
                 logprobs = None
                 if self.logprobs is not None and out.delta_token_ids:
                     offset = self._offsets.get(index, 0)
