@@ -23,6 +23,7 @@ from localseek.models.layers import (
     Embedding,
     GatedMLP,
     Linear,
+    PreNormDecoderLayer,
     RMSNorm,
     build_rotary,
     rope_parameters,
@@ -152,7 +153,7 @@ def _fp8_block(cfg: Mapping) -> tuple[int, int] | None:
     return int(block[0]), int(block[1])
 
 
-class DeepseekDecoderLayer(nn.Module):
+class DeepseekDecoderLayer(PreNormDecoderLayer):
     def __init__(self, args: DeepseekArgs, layer_idx: int, dtype: torch.dtype):
         super().__init__()
         self.self_attn = MLAttention(args.mla, dtype)
@@ -162,24 +163,6 @@ class DeepseekDecoderLayer(nn.Module):
             self.mlp = GatedMLP(args.hidden_size, args.intermediate_size, "silu", dtype=dtype)
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps, dtype=dtype)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps, dtype=dtype)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        residual: torch.Tensor | None,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        kv_cache: tuple[torch.Tensor, ...],
-        meta: AttentionMetadata,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # The residual stream is carried separately so each norm can fuse the add.
-        if residual is None:
-            residual, h = x, self.input_layernorm(x)
-        else:
-            h, residual = self.input_layernorm(x, residual)
-        h = self.self_attn(h, cos, sin, kv_cache, meta)
-        h, residual = self.post_attention_layernorm(h, residual)
-        return self.mlp(h), residual
 
 
 class DeepseekModel(nn.Module):

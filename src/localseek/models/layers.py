@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from localseek.errors import UnsupportedModelError
+from localseek.models.attention import AttentionMetadata
 
 
 class Linear(nn.Linear):
@@ -247,3 +248,29 @@ def build_rotary(
         )
     inv_freq, scale = types[rope_type](rope_params, rotary_dim, max_position)
     return RotaryEmbedding(inv_freq, scale, is_neox_style=is_neox_style)
+
+
+class PreNormDecoderLayer(nn.Module):
+    """A pre-norm transformer block: attention and MLP each behind an RMSNorm, with residuals.
+
+    Subclasses build `self_attn`, `mlp`, `input_layernorm` and `post_attention_layernorm`
+    (the HF parameter names); the wiring is shared.
+    """
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        kv_cache: tuple[torch.Tensor, ...],
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # The residual stream is carried separately so each norm can fuse the add.
+        if residual is None:
+            residual, h = x, self.input_layernorm(x)
+        else:
+            h, residual = self.input_layernorm(x, residual)
+        h = self.self_attn(h, cos, sin, kv_cache, meta)
+        h, residual = self.post_attention_layernorm(h, residual)
+        return self.mlp(h), residual

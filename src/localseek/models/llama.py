@@ -14,6 +14,7 @@ from localseek.models.layers import (
     Embedding,
     GatedMLP,
     Linear,
+    PreNormDecoderLayer,
     RMSNorm,
     apply_rotary,
     build_rotary,
@@ -135,7 +136,7 @@ class LlamaAttention(nn.Module):
         return self.o_proj(out.reshape(num_tokens, self.q_size))
 
 
-class LlamaDecoderLayer(nn.Module):
+class LlamaDecoderLayer(PreNormDecoderLayer):
     def __init__(self, args: LlamaArgs, layer_idx: int, dtype: torch.dtype):
         super().__init__()
         self.self_attn = LlamaAttention(args, layer_idx, dtype)
@@ -144,24 +145,6 @@ class LlamaDecoderLayer(nn.Module):
         )
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps, dtype=dtype)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps, dtype=dtype)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        residual: torch.Tensor | None,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        kv_cache: tuple[torch.Tensor, ...],
-        meta: AttentionMetadata,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # The residual stream is carried separately so each norm can fuse the add.
-        if residual is None:
-            residual, h = x, self.input_layernorm(x)
-        else:
-            h, residual = self.input_layernorm(x, residual)
-        h = self.self_attn(h, cos, sin, kv_cache, meta)
-        h, residual = self.post_attention_layernorm(h, residual)
-        return self.mlp(h), residual
 
 
 class LlamaModel(nn.Module):
