@@ -6,14 +6,19 @@ For each concurrency level C (default 1, 16, 64), C requests with distinct promp
 once. Reported: load time, aggregate output tokens/s, mean and max time to first token, and the
 ratio of localseek's tokens/s to each peer's.
 
-- localseek: the engine in this process (continuous batching over a paged KV cache).
+- localseek serve: `python -m localseek serve FILE` as a subprocess, driven over loopback by the
+  same client code as llama.cpp (streaming /v1/completions, token-id prompts, ignore_eos).
+- llama.cpp: `llama-server -m FILE -np MAX(C) -c ...` (one slot per request at the top level),
+  the same client (pass --llama-server PATH or set $LLAMA_SERVER; skipped otherwise).
+- localseek engine: the engine in this process (continuous batching over a paged KV cache).
 - transformers: `from_pretrained(gguf_file=...)`, one padded `generate` batch of C; its TTFT is
   that batch's prefill plus one token (a `generate` with max_new_tokens=1).
-- llama.cpp: `llama-server -m FILE -np C`, C concurrent streaming /completion requests over
-  loopback (pass --llama-server PATH, or have it on PATH; skipped otherwise).
+
+Server load time is from process start to /health answering 200.
 
     python benchmarks/default_model.py
     python benchmarks/default_model.py --levels 1,16 --output-tokens 32 --skip-transformers
+    LLAMA_SERVER=/path/to/llama-server python benchmarks/default_model.py --output-tokens 32
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -35,25 +42,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def make_prompts(tokenizer, n: int, length: int) -> list[list[int]]:
-    """n distinct prompts of exactly `length` ids (BOS + text), so no prefix is shared."""
+def make_prompts(tokenizer, n: int, length: int, tag: str = "") -> list[list[int]]:
+    """n distinct prompts of exactly `length` ids (BOS + text), so no prefix is shared.
+
+    `tag` keeps one level's prompts from being another's (servers keep prefix caches)."""
     prompts = []
     for i in range(n):
-        text = f"Request {i}: " + "The quick brown fox jumps over the lazy dog. " * length
+        text = f"Request {tag}{i}: " + "The quick brown fox jumps over the lazy dog. " * length
         prompts.append(tokenizer.encode(text)[:length])
     return prompts
 
 
-def run_localseek(path: str, levels: list[int], prompt_len: int, out_len: int) -> dict:
+def run_localseek(path: str, levels: list[int], prompt_len: int, out_len: int, dtype: str) -> dict:
     from localseek import LLM, SamplingParams
 
     t0 = time.perf_counter()
-    llm = LLM(path, dtype="float32", device="cpu", max_num_seqs=max(levels), show_progress=False)
+    llm = LLM(path, dtype=dtype, device="cpu", max_num_seqs=max(levels), show_progress=False)
     results = {"load_s": time.perf_counter() - t0}
     engine = llm.engine
     params = SamplingParams(temperature=0, max_tokens=out_len, ignore_eos=True)
     for level in levels:
-        prompts = make_prompts(llm.tokenizer, level, prompt_len)
+        prompts = make_prompts(llm.tokenizer, level, prompt_len, f"engine{level}")
         start = time.perf_counter()
         first: dict[str, float] = {}
         tokens = 0
@@ -96,63 +105,87 @@ def run_transformers(path: Path, levels: list[int], prompt_len: int, out_len: in
     return results
 
 
-def run_llama_cpp(
-    binary: str, path: Path, levels: list[int], prompt_len: int, out_len: int
+def run_server(
+    name: str, argv: list[str], env: dict | None, path: Path, levels: list[int], args
 ) -> dict:
-    import httpx
-
+    """Start a server (`argv` gets --port appended), then drive it at each level."""
     from localseek.weights.gguf import open_gguf
 
     tokenizer = open_gguf(path).tokenizer
-    results: dict = {}
-    for level in levels:
-        port = _free_port()
-        argv = [binary, "-m", str(path), "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["-np", str(level), "-c", str(level * (prompt_len + out_len + 8))]
-        t0 = time.perf_counter()
-        log = tempfile.TemporaryFile()
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    port = _free_port()
+    log = tempfile.TemporaryFile()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv + ["--port", str(port)], stdout=log, stderr=log, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_health(f"{base}/health", proc, log)
+        results: dict = {"load_s": time.perf_counter() - t0}
+        # Warm-up (both engines' first forward is slower), with a prompt no level reuses.
+        asyncio.run(_server_level(base, make_prompts(tokenizer, 1, args.prompt_tokens, "w"), 1))
+        for level in levels:
+            prompts = make_prompts(tokenizer, level, args.prompt_tokens, f"{name}{level}")
+            results[level] = asyncio.run(_server_level(base, prompts, args.output_tokens))
+            print(f"  {name} C={level}: {results[level]}", flush=True)
+        return results
+    finally:
+        proc.terminate()
         try:
-            _wait_health(f"http://127.0.0.1:{port}/health", proc)
-            results.setdefault("load_s", time.perf_counter() - t0)
-            prompts = make_prompts(tokenizer, level, prompt_len)
-            with httpx.Client(timeout=600) as client:  # warm-up, as localseek's first step is
-                client.post(
-                    f"http://127.0.0.1:{port}/completion",
-                    json={"prompt": prompts[0], "n_predict": 1},
-                )
-            rows = asyncio.run(_llama_level(port, prompts, out_len))
-            results[level] = rows
-            print(f"  llama.cpp C={level}: {rows}", flush=True)
-        finally:
-            proc.terminate()
             proc.wait(timeout=30)
-    return results
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
-async def _llama_level(port: int, prompts: list[list[int]], out_len: int) -> dict:
+async def _server_level(base: str, prompts: list[list[int]], out_len: int) -> dict:
+    """All prompts at once as streaming /v1/completions; TTFT is the first chunk with a token."""
     import httpx
 
-    body = {"n_predict": out_len, "ignore_eos": True, "temperature": 0, "stream": True}
+    body = {
+        "max_tokens": out_len,
+        "temperature": 0,
+        "ignore_eos": True,  # both servers accept it on /v1/completions
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     start = time.perf_counter()
 
     async def one(client: httpx.AsyncClient, prompt: list[int]) -> tuple[float, int]:
-        first, tokens = None, 0
-        url = f"http://127.0.0.1:{port}/completion"
+        first, chunks, usage = None, 0, None
+        url = f"{base}/v1/completions"
         async with client.stream("POST", url, json={**body, "prompt": prompt}) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"{url}: {response.status_code} {await response.aread()!r}")
             async for line in response.aiter_lines():
-                if not line.startswith("data: "):
+                if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 event = json.loads(line[6:])
-                if event.get("content") or event.get("tokens"):
+                usage = event.get("usage") or usage
+                if event.get("choices"):
                     first = first or time.perf_counter() - start
-                    tokens += max(1, len(event.get("tokens") or []))
-        return first or 0.0, tokens
+                    chunks += 1
+        # The usage's completion_tokens when given; one token per chunk otherwise.
+        return first or 0.0, (usage or {}).get("completion_tokens") or chunks
 
-    async with httpx.AsyncClient(timeout=600) as client:
+    limits = httpx.Limits(max_connections=len(prompts) + 4)
+    async with httpx.AsyncClient(timeout=1800, limits=limits) as client:
         done = await asyncio.gather(*(one(client, p) for p in prompts))
     seconds = time.perf_counter() - start
     return _row(sum(t for _, t in done), seconds, [f for f, _ in done])
+
+
+def localseek_argv(path: Path, levels: list[int], dtype: str) -> tuple[list[str], dict]:
+    argv = [sys.executable, "-m", "localseek", "--log-level", "WARNING", "serve", str(path)]
+    argv += ["--dtype", dtype, "--device", "cpu", "--max-num-seqs", str(max(levels))]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return argv + ["--host", "127.0.0.1"], env
+
+
+def llama_argv(binary: str, path: Path, levels: list[int], args) -> list[str]:
+    slots = max(levels)
+    # Explicit -np gives each slot its own KV of ctx/slots tokens (no unified KV).
+    ctx = slots * (args.prompt_tokens + args.output_tokens + 16)
+    argv = [binary, "-m", str(path), "--host", "127.0.0.1", "-np", str(slots), "-c", str(ctx)]
+    return argv + shlex.split(args.llama_args)
 
 
 def _row(tokens: int, seconds: float, ttfts: list[float]) -> dict:
@@ -171,66 +204,103 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+def _wait_health(url: str, proc: subprocess.Popen, log, timeout: float = 600) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"llama-server exited with {proc.returncode}")
+            log.seek(0)
+            tail = log.read()[-3000:].decode(errors="replace")
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{tail}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise RuntimeError(f"llama-server not healthy after {timeout} s")
+    raise RuntimeError(f"{url} not healthy after {timeout} s")
 
 
 def print_table(results: dict[str, dict], levels: list[int]) -> None:
-    print("\n| engine | load s | " + " | ".join(f"C={c} tok/s (TTFT mean)" for c in levels) + " |")
+    print(
+        "\n| engine | load s | "
+        + " | ".join(f"C={c} tok/s (TTFT mean / max)" for c in levels)
+        + " |"
+    )
     print("|---|---|" + "---|" * len(levels))
     for name, res in results.items():
         cells = [
-            f"{res[c]['tok_s']} ({res[c]['ttft_mean_s']} s)" if c in res else "-" for c in levels
+            f"{res[c]['tok_s']} ({res[c]['ttft_mean_s']} / {res[c]['ttft_max_s']} s)"
+            if c in res
+            else "-"
+            for c in levels
         ]
         print(f"| {name} | {res.get('load_s', 0):.1f} | " + " | ".join(cells) + " |")
-    ours = results["localseek"]
-    for name, res in results.items():
-        if name == "localseek":
-            continue
-        ratios = [f"C={c}: {ours[c]['tok_s'] / res[c]['tok_s']:.2f}x" for c in levels if c in res]
-        print(f"localseek / {name} tokens/s: " + ", ".join(ratios))
+    print()
+    for ours in ("localseek serve", "localseek engine"):
+        for peer in ("llama.cpp", "transformers"):
+            if ours not in results or peer not in results:
+                continue
+            ratios = [
+                f"C={c}: {results[ours][c]['tok_s'] / results[peer][c]['tok_s']:.2f}x"
+                for c in levels
+                if c in results[ours] and c in results[peer]
+            ]
+            print(f"{ours} / {peer} tokens/s: " + ", ".join(ratios))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", default="1,16,64")
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--output-tokens", type=int, default=64)
+    parser.add_argument(
+        "--dtype", default="auto", help="localseek dtype, both rows (auto: bf16 on AVX512-BF16)"
+    )
     parser.add_argument("--skip-transformers", action="store_true")
-    parser.add_argument("--llama-server", default=shutil.which("llama-server"))
+    parser.add_argument("--skip-engine", action="store_true", help="no in-process localseek row")
+    parser.add_argument("--skip-serve", action="store_true", help="no `localseek serve` row")
+    parser.add_argument(
+        "--llama-server",
+        default=os.environ.get("LLAMA_SERVER") or shutil.which("llama-server"),
+        help="llama.cpp's llama-server binary (default: $LLAMA_SERVER, then PATH)",
+    )
+    parser.add_argument(
+        "--llama-args", default="", help="extra llama-server flags, e.g. '--no-repack'"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     levels = [int(x) for x in args.levels.split(",")]
 
     from localseek.weights.default_model import default_model_path
 
     path = Path(default_model_path())
     print(f"model: {path}; torch threads {torch.get_num_threads()}", flush=True)
-    results = {
-        "localseek": run_localseek(str(path), levels, args.prompt_tokens, args.output_tokens)
-    }
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    results: dict[str, dict] = {}
+    if not args.skip_serve:
+        argv, env = localseek_argv(path, levels, args.dtype)
+        results["localseek serve"] = run_server("localseek", argv, env, path, levels, args)
+    if args.llama_server:
+        argv = llama_argv(args.llama_server, path, levels, args)
+        print(f"llama.cpp: {shlex.join(argv)}", flush=True)
+        results["llama.cpp"] = run_server("llama.cpp", argv, None, path, levels, args)
+    else:
+        print("llama-server not given (--llama-server PATH or $LLAMA_SERVER): llama.cpp skipped")
+    if not args.skip_engine:
+        results["localseek engine"] = run_localseek(
+            str(path), levels, args.prompt_tokens, args.output_tokens, args.dtype
+        )
     if not args.skip_transformers:
         results["transformers"] = run_transformers(
             path, levels, args.prompt_tokens, args.output_tokens
         )
-    if args.llama_server:
-        results["llama.cpp"] = run_llama_cpp(
-            args.llama_server, path, levels, args.prompt_tokens, args.output_tokens
-        )
-    else:
-        print("llama-server not found (pass --llama-server PATH): llama.cpp skipped")
+    print(f"load average at end: {os.getloadavg()}", flush=True)
     print_table(results, levels)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
