@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from localseek.errors import ModelLoadError, UnsupportedModelError
-from localseek.models.attention import AttentionMetadata, KVCacheSpec
+from localseek.models.attention import KVCacheSpec
 from localseek.models.deepseek_weights import (
     dequantize_stream,
     load_deepseek_weights,
@@ -23,6 +23,7 @@ from localseek.models.layers import (
     Embedding,
     GatedMLP,
     Linear,
+    PreNormCausalLM,
     PreNormDecoderLayer,
     RMSNorm,
     build_rotary,
@@ -175,7 +176,7 @@ class DeepseekModel(nn.Module):
         self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps, dtype=dtype)
 
 
-class DeepseekV2ForCausalLM(nn.Module):
+class DeepseekV2ForCausalLM(PreNormCausalLM):
     """DeepSeek decoder over a paged latent KV cache; parameter names follow HF's checkpoints."""
 
     version = 2
@@ -208,26 +209,6 @@ class DeepseekV2ForCausalLM(nn.Module):
         m = self.args.mla
         per_head = m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim
         return self.args.num_layers * m.num_heads * per_head
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        kv_caches: list[tuple[torch.Tensor, ...]],
-        meta: AttentionMetadata,
-    ) -> torch.Tensor:
-        """input_ids, positions [num_tokens] -> final-normed hidden [num_tokens, hidden]."""
-        h = self.model.embed_tokens(input_ids)
-        cos, sin = self.rotary.cos_sin(positions, h.dtype)  # shared by every layer
-        residual = None
-        for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
-            h, residual = layer(h, residual, cos, sin, kv_cache, meta)
-        h, _ = self.model.norm(h, residual)
-        return h
-
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[num_seqs, hidden] -> [num_seqs, vocab] float32."""
-        return self.lm_head(hidden).float()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy HF-named tensors in (fp8 dequantized, MTP layers skipped); errors name the tensor."""

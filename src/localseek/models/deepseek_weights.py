@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from localseek.errors import ModelLoadError
+from localseek.models.checkpoint import copy_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ _EXPERT = re.compile(
 )
 _GATE_UP = re.compile(r"^(?P<prefix>.*)\.(?P<proj>gate_proj|up_proj)\.weight$")
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
-_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
 def dequantize_fp8_blocks(
@@ -121,36 +121,14 @@ def load_deepseek_weights(
     skip: frozenset[str] = frozenset(),
 ) -> None:
     """Copy HF-named tensors into `model`; unknown, mis-shaped or missing ones raise ModelLoadError."""
-    params = dict(model.named_parameters())
-    loaded: dict[str, set] = {name: set() for name in params}
-    unexpected: list[str] = []
-    for name, tensor in weights:
-        if name in skip or name.endswith(_IGNORED_SUFFIXES):
-            continue
-        target, part = _destination(name)
-        param = params.get(target)
-        if param is None:
-            unexpected.append(name)
-            continue
-        dest = _part_view(param.data, part)
-        if tuple(dest.shape) != tuple(tensor.shape):
-            raise ModelLoadError(
-                f"weight {name!r} has shape {tuple(tensor.shape)} but the model expects "
-                f"{tuple(dest.shape)}; the config does not match the checkpoint"
-            )
-        dest.copy_(tensor)
-        loaded[target].add(part)
-    if unexpected:
-        raise ModelLoadError(
-            f"checkpoint has {len(unexpected)} weight(s) this model does not know: "
-            f"{', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
-        )
-    missing = sorted(n for n, parts in loaded.items() if len(parts) < _num_parts(n, params[n]))
-    if missing:
-        raise ModelLoadError(
-            f"checkpoint lacks {len(missing)} weight(s): "
-            f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
-        )
+    copy_checkpoint(
+        model,
+        weights,
+        _destination,
+        lambda data, _, part: _part_view(data, part),
+        _num_parts,
+        skip=skip,
+    )
 
 
 # A part: None (whole tensor), ("half", 0|1) of gate_up_proj, ("w13", e, 0|1), ("w2", e).

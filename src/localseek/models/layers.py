@@ -274,3 +274,31 @@ class PreNormDecoderLayer(nn.Module):
         h = self.self_attn(h, cos, sin, kv_cache, meta)
         h, residual = self.post_attention_layernorm(h, residual)
         return self.mlp(h), residual
+
+
+class PreNormCausalLM(nn.Module):
+    """A decoder-only LM over pre-norm blocks that share one rotary table.
+
+    Subclasses build `model` (embed_tokens, layers, norm), `rotary` and `lm_head`; the forward
+    pass and the logits are the same for every such family.
+    """
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[tuple[torch.Tensor, ...]],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
+        """input_ids, positions [num_tokens] -> final-normed hidden [num_tokens, hidden]."""
+        h = self.model.embed_tokens(input_ids)
+        cos, sin = self.rotary.cos_sin(positions, h.dtype)  # shared by every layer
+        residual = None
+        for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
+            h, residual = layer(h, residual, cos, sin, kv_cache, meta)
+        h, _ = self.model.norm(h, residual)
+        return h
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[num_seqs, hidden] -> [num_seqs, vocab] float32."""
+        return self.lm_head(hidden).float()

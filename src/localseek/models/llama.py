@@ -10,10 +10,12 @@ from torch import nn
 
 from localseek.errors import ModelLoadError
 from localseek.models.attention import AttentionMetadata, KVCacheSpec, paged_attention, write_kv
+from localseek.models.checkpoint import copy_checkpoint
 from localseek.models.layers import (
     Embedding,
     GatedMLP,
     Linear,
+    PreNormCausalLM,
     PreNormDecoderLayer,
     RMSNorm,
     apply_rotary,
@@ -166,10 +168,9 @@ _STACKED = {
     "up_proj": ("gate_up_proj", 1),
 }
 # Checkpoint entries that carry nothing this implementation needs.
-_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-class LlamaForCausalLM(nn.Module):
+class LlamaForCausalLM(PreNormCausalLM):
     """Llama decoder over a paged KV cache; parameter names follow HF's checkpoints."""
 
     qkv_bias: bool | None = None  # None: the config's attention_bias decides
@@ -206,26 +207,6 @@ class LlamaForCausalLM(nn.Module):
         shape = (self.args.num_kv_heads, self.args.head_dim)
         return [KVCacheSpec((shape, shape), window) for window in self.args.sliding_windows]
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        kv_caches: list[tuple[torch.Tensor, ...]],
-        meta: AttentionMetadata,
-    ) -> torch.Tensor:
-        """input_ids, positions [num_tokens] -> final-normed hidden [num_tokens, hidden]."""
-        h = self.model.embed_tokens(input_ids)
-        cos, sin = self.rotary.cos_sin(positions, h.dtype)  # shared by every layer
-        residual = None
-        for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
-            h, residual = layer(h, residual, cos, sin, kv_cache, meta)
-        h, _ = self.model.norm(h, residual)
-        return h
-
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[num_seqs, hidden] -> [num_seqs, vocab] float32."""
-        return self.lm_head(hidden).float()
-
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy HF-named tensors in; unknown or missing names raise ModelLoadError."""
         skip = {"lm_head.weight"} if self.args.tie_word_embeddings else set()
@@ -256,39 +237,21 @@ def load_checkpoint(
     `shard_ranges[fused][index]` is that shard's (start row, rows). Names in `skip` are ignored.
     Raises ModelLoadError naming unexpected tensors, wrong shapes or missing parameters.
     """
-    params = dict(model.named_parameters())
-    pending = {name: _expected_parts(name, shard_ranges) for name in params}
-    unexpected: list[str] = []
-    for name, tensor in weights:
-        if name in skip or name.endswith(_IGNORED_SUFFIXES):
-            continue
-        target, shard = _map_name(name, stacked)
-        param = params.get(target)
-        if param is None:
-            unexpected.append(name)
-            continue
-        dest = param.data
-        if shard is not None:
-            start, rows = shard_ranges[target.split(".")[-2]][shard]
-            dest = dest.narrow(0, start, rows)
-        if tuple(dest.shape) != tuple(tensor.shape):
-            raise ModelLoadError(
-                f"weight {name!r} has shape {tuple(tensor.shape)} but the model expects "
-                f"{tuple(dest.shape)}; the config does not match the checkpoint"
-            )
-        dest.copy_(tensor)
-        pending[target].discard(shard)
-    if unexpected:
-        raise ModelLoadError(
-            f"checkpoint has {len(unexpected)} weight(s) this model does not know: "
-            f"{', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
-        )
-    missing = sorted(name for name, parts in pending.items() if parts)
-    if missing:
-        raise ModelLoadError(
-            f"checkpoint lacks {len(missing)} weight(s): "
-            f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
-        )
+
+    def view(data: torch.Tensor, target: str, shard: int | None) -> torch.Tensor:
+        if shard is None:
+            return data
+        start, rows = shard_ranges[target.split(".")[-2]][shard]
+        return data.narrow(0, start, rows)
+
+    def num_parts(target: str, _param: torch.Tensor) -> int:
+        parts = target.split(".")
+        fused = parts[-2] if len(parts) >= 2 else None
+        return len(shard_ranges[fused]) if fused in shard_ranges else 1
+
+    copy_checkpoint(
+        model, weights, lambda name: _map_name(name, stacked), view, num_parts, skip=skip
+    )
 
 
 def _map_name(name: str, stacked: Mapping[str, tuple[str, int]]) -> tuple[str, int | None]:
@@ -297,10 +260,3 @@ def _map_name(name: str, stacked: Mapping[str, tuple[str, int]]) -> tuple[str, i
         fused, shard = stacked[parts[-2]]
         return ".".join([*parts[:-2], fused, parts[-1]]), shard
     return name, None
-
-
-def _expected_parts(name: str, shard_ranges: Mapping) -> set:
-    parts = name.split(".")
-    if len(parts) >= 2 and parts[-2] in shard_ranges:
-        return set(range(len(shard_ranges[parts[-2]])))
-    return {None}
