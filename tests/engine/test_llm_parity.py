@@ -7,7 +7,7 @@ KV pool: none of these may change a single greedy token.
 from __future__ import annotations
 
 import pytest
-import torch
+from reference import reference_greedy
 from tiny_models import make_tiny_model
 
 from localseek import LLM, SamplingParams
@@ -24,25 +24,6 @@ PROMPTS = [
     _SHARED + [200, 201, 202],
     _SHARED + [300, 301],
 ]
-
-
-def reference_greedy(model_dir, prompts, max_new: int) -> list[list[int]]:
-    """Greedy decoding with transformers (full recompute each step: simple and exact)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
-    model.eval()
-    outs = []
-    with torch.inference_mode():
-        for prompt in prompts:
-            ids = torch.tensor([prompt])
-            generated = []
-            for _ in range(max_new):
-                next_id = int(model(ids).logits[0, -1].argmax())
-                generated.append(next_id)
-                ids = torch.cat([ids, torch.tensor([[next_id]])], dim=1)
-            outs.append(generated)
-    return outs
 
 
 @pytest.fixture(scope="module", params=ARCHS)

@@ -7,7 +7,7 @@ none of these may change a single greedy token.
 from __future__ import annotations
 
 import pytest
-import torch
+from reference import reference_greedy
 from tiny_deepseek import make_tiny_deepseek
 
 from localseek import LLM, SamplingParams
@@ -22,22 +22,6 @@ ENGINE_SETUPS = {
     # 18 blocks of 4 tokens: one sequence always fits, all four together do not.
     "preemption": {"block_size": 4, "kv_cache_tokens": 72, "max_num_batched_tokens": 64},
 }
-
-
-def reference_greedy(model_dir, prompts, max_new: int) -> list[list[int]]:
-    """Greedy decoding with transformers (full recompute each step: simple and exact)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    outs = []
-    with torch.inference_mode():
-        for prompt in prompts:
-            ids = torch.tensor([prompt])
-            for _ in range(max_new):
-                next_id = model(ids).logits[0, -1].argmax().reshape(1, 1)
-                ids = torch.cat([ids, next_id], dim=1)
-            outs.append(ids[0, len(prompt) :].tolist())
-    return outs
 
 
 @pytest.fixture(scope="module", params=["v2-lite", "v3"])

@@ -49,11 +49,20 @@ class Engine:
         self.model_name = config.model.model
         self.max_model_len = loaded.max_model_len
         self.block_manager = BlockManager(
-            loaded.num_kv_blocks, config.cache.block_size, config.cache.enable_prefix_caching
+            loaded.num_kv_blocks,
+            config.cache.block_size,
+            config.cache.enable_prefix_caching,
+            windows=loaded.kv_layout.windows,
+            max_step_tokens=config.scheduler.max_num_batched_tokens,
         )
         self.scheduler = Scheduler(config.scheduler, self.block_manager, self.max_model_len)
         self.runner = ModelRunner(
-            loaded.model, config.cache.block_size, loaded.num_kv_blocks, loaded.device, loaded.dtype
+            loaded.model,
+            config.cache.block_size,
+            loaded.num_kv_blocks,
+            loaded.device,
+            loaded.dtype,
+            layout=loaded.kv_layout,
         )
         self.sampler = Sampler()
         self.vocab_size = loaded.vocab_size

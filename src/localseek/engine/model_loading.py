@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from localseek.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
+from localseek.engine.kv_layout import KVLayout, plan_kv_layout
 from localseek.engine.runner import ModelRunner, cpu_has_fast_bf16
 from localseek.errors import ConfigError
 from localseek.models.registry import resolve_model_class
@@ -31,9 +32,10 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     max_model_len: int
-    num_kv_blocks: int
+    num_kv_blocks: int  # physical blocks (pages of kv_layout.page_layers layers), null included
     kv_bytes_per_token: int
     vocab_size: int
+    kv_layout: KVLayout
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,15 +84,22 @@ def load_model(config: EngineConfig) -> LoadedModel:
     model.eval()
     max_model_len = _max_model_len(config.model, model.max_model_len)
     bytes_per_token = ModelRunner.kv_bytes_per_token(model, dtype)
-    num_blocks = _num_kv_blocks(
+    layout = plan_kv_layout(model.kv_cache_specs())
+    # The budget in blocks that hold every layer; a physical block holds one group's
+    # page_layers layers, so the same bytes make num_groups times as many of them.
+    whole_blocks = _num_kv_blocks(
         config.cache, config.scheduler, bytes_per_token, max_model_len, device
     )
+    num_blocks = whole_blocks * layout.num_groups + (1 if layout.has_sliding else 0)
     logger.info(
-        "KV pool: %d blocks x %d tokens, %d bytes/token (%.1f MiB)",
+        "KV pool: %d blocks x %d tokens x %d layers, %d bytes/token over all layers (%.1f MiB); "
+        "KV cache groups: %s",
         num_blocks,
         config.cache.block_size,
+        layout.page_layers,
         bytes_per_token,
-        num_blocks * config.cache.block_size * bytes_per_token / 2**20,
+        whole_blocks * config.cache.block_size * bytes_per_token / 2**20,
+        layout.describe(),
     )
     full = getattr(model, "uncompressed_kv_values_per_token", None)
     if full is not None:
@@ -111,6 +120,7 @@ def load_model(config: EngineConfig) -> LoadedModel:
         num_kv_blocks=num_blocks,
         kv_bytes_per_token=bytes_per_token,
         vocab_size=vocab_size,
+        kv_layout=layout,
     )
 
 

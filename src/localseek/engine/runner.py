@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from localseek.engine.kv_layout import KVLayout, single_group
 from localseek.models.attention import AttentionMetadata, AttentionWorkspace, KVCacheSpec
 
 if TYPE_CHECKING:
@@ -34,7 +36,10 @@ class ModelRunner:
 
     KV tensors: one tuple per layer, one tensor per KVCacheSpec shape, each
     [num_blocks, block_size, *shape]. They are zero-filled so that masked, never-written slots
-    hold finite values (0 * NaN would poison the attention output).
+    hold finite values (0 * NaN would poison the attention output). With several KV cache
+    groups (`layout`), layers of different groups in the same page slot share one tensor: a
+    block id belongs to one group at a time, so their writes never meet. Without a layout,
+    one group holds every layer (sliding windows then only mask).
     """
 
     def __init__(
@@ -44,14 +49,19 @@ class ModelRunner:
         num_blocks: int,
         device: torch.device | str,
         dtype: torch.dtype,
+        layout: KVLayout | None = None,
     ):
         self.model = model
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.device = torch.device(device)
         self.dtype = dtype
+        specs = model.kv_cache_specs()
+        self.layout = layout or single_group(len(specs))
+        assert self.layout.num_layers == len(specs), (self.layout, len(specs))
+        self._layer_groups = [self.layout.group_of(i) for i in range(len(specs))]
         self.kv_caches = allocate_kv_caches(
-            model.kv_cache_specs(), num_blocks, block_size, dtype, self.device
+            specs, self.layout, num_blocks, block_size, dtype, self.device
         )
         # Scratch reused by every step's attention (decode K/V gathers).
         self.workspace = AttentionWorkspace()
@@ -90,42 +100,73 @@ class ModelRunner:
     def prepare(self, scheduled: SequenceOf[ScheduledSeq]) -> StepBatch:
         """Flatten the scheduled token ranges into input tensors and attention metadata."""
         assert scheduled, "a step needs at least one scheduled sequence"
-        bs = self.block_size
         input_ids: list[int] = []
         positions: list[int] = []
-        slots: list[int] = []
-        tables: list[list[int]] = []
-        query_lens: list[int] = []
-        context_lens: list[int] = []
+        ranges: list[tuple[int, int]] = []
         sample_rows: list[int] = []
         for item in scheduled:
             seq, start = item.seq, item.seq.num_computed_tokens
             end = start + item.num_new_tokens
-            table = seq.block_table
-            num_blocks = -(-end // bs)
             assert item.num_new_tokens > 0 and end <= seq.num_tokens, (seq.request_id, start, end)
-            assert len(table) >= num_blocks, f"{seq.request_id}: {len(table)} blocks < {num_blocks}"
             if end - start == 1:  # decode: avoid copying the whole token list
                 input_ids.append(seq.token_at(start))
             else:
                 input_ids.extend(seq.token_slice(start, end))
             positions.extend(range(start, end))
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
-            tables.append(table[:num_blocks])
-            query_lens.append(end - start)
-            context_lens.append(end)
+            ranges.append((start, end))
             if end == seq.num_tokens:
                 sample_rows.append(len(input_ids) - 1)
+        query_lens = [end - start for start, end in ranges]
+        query_start = [0, *itertools.accumulate(query_lens)]
+        shared = (self._tensor(query_start, torch.int32), query_lens)
+        metas = [
+            self._group_meta(g, scheduled, ranges, shared) for g in range(self.layout.num_groups)
+        ]
+        meta = metas[0]
+        if len(metas) > 1 or self.layout.has_sliding:
+            meta.layer_metas = [metas[g] for g in self._layer_groups]
+        return StepBatch(
+            input_ids=self._tensor(input_ids, torch.int64),
+            positions=self._tensor(positions, torch.int64),
+            meta=meta,
+            sample_rows=self._tensor(sample_rows, torch.int64),
+        )
+
+    def _group_meta(
+        self,
+        group: int,
+        scheduled: SequenceOf[ScheduledSeq],
+        ranges: list[tuple[int, int]],
+        shared: tuple[torch.Tensor, list[int]],
+    ) -> AttentionMetadata:
+        """One KV cache group's view of the step: its block tables and KV slots.
+
+        A sliding-window group's table starts at the first block the step's first query can
+        see; earlier entries are the null block (already given back). Attention only uses
+        positions relative to the table's start (keys are stored with rope applied), so the
+        group's context lengths are counted from there too.
+        """
+        bs = self.block_size
+        window = self.layout.groups[group].sliding_window
+        slots: list[int] = []
+        tables: list[list[int]] = []
+        context_lens: list[int] = []
+        for item, (start, end) in zip(scheduled, ranges, strict=True):
+            table = item.seq.block_tables[group]
+            num_blocks = -(-end // bs)
+            assert len(table) >= num_blocks, f"{item.seq.request_id}: {len(table)} < {num_blocks}"
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            first = 0 if window is None else max(0, start - window + 1) // bs
+            tables.append(table[first:num_blocks])
+            context_lens.append(end - first * bs)
         max_blocks = max(len(t) for t in tables)
         padded = [t + [0] * (max_blocks - len(t)) for t in tables]
-        query_start = [0]
-        for n in query_lens:
-            query_start.append(query_start[-1] + n)
-        meta = AttentionMetadata(
+        query_start_loc, query_lens = shared
+        return AttentionMetadata(
             slot_mapping=self._tensor(slots, torch.int64),
             block_tables=self._tensor(padded, torch.int32),
             context_lens=self._tensor(context_lens, torch.int32),
-            query_start_loc=self._tensor(query_start, torch.int32),
+            query_start_loc=query_start_loc,
             query_lens_list=query_lens,
             context_lens_list=context_lens,
             block_size=bs,
@@ -133,12 +174,6 @@ class ModelRunner:
             is_decode_only=all(n == 1 for n in query_lens),
             workspace=self.workspace,
             decode_group_bytes=self.decode_group_bytes,
-        )
-        return StepBatch(
-            input_ids=self._tensor(input_ids, torch.int64),
-            positions=self._tensor(positions, torch.int64),
-            meta=meta,
-            sample_rows=self._tensor(sample_rows, torch.int64),
         )
 
     def _tensor(self, values: list, dtype: torch.dtype) -> torch.Tensor:
@@ -150,19 +185,22 @@ class ModelRunner:
 
 def allocate_kv_caches(
     specs: SequenceOf[KVCacheSpec],
+    layout: KVLayout,
     num_blocks: int,
     block_size: int,
     dtype: torch.dtype,
     device: torch.device,
 ) -> list[tuple[torch.Tensor, ...]]:
-    """Zeroed KV tensors: per layer, per spec shape, [num_blocks, block_size, *shape]."""
-    return [
+    """Per layer, per spec shape, a zeroed [num_blocks, block_size, *shape] tensor, shared by
+    the layers that sit in the same page slot of different groups."""
+    slot_tensors = [
         tuple(
             torch.zeros(num_blocks, block_size, *shape, dtype=dtype, device=device)
-            for shape in spec.shapes
+            for shape in specs[layer].shapes
         )
-        for spec in specs
+        for layer in layout.groups[0].layers
     ]
+    return [slot_tensors[layout.slot_of(i)] for i in range(len(specs))]
 
 
 def kv_bytes_per_token(specs: SequenceOf[KVCacheSpec], dtype: torch.dtype) -> int:

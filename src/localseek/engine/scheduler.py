@@ -132,7 +132,7 @@ class Scheduler:
             )
         if seq.request_id in self._by_id:
             raise InvalidRequestError(f"duplicate request id {seq.request_id!r}", param="id")
-        assert not seq.block_table and seq.num_computed_tokens == 0, seq.request_id
+        assert not any(seq.block_tables) and seq.num_computed_tokens == 0, seq.request_id
         seq.status = SequenceStatus.WAITING
         self._by_id[seq.request_id] = seq
         bisect.insort(self._waiting, seq, key=_sort_key)

@@ -40,7 +40,8 @@ class Sequence:
 
     output_token_ids: list[int] = field(default_factory=list)
     status: SequenceStatus = SequenceStatus.WAITING
-    block_table: list[int] = field(default_factory=list)
+    # One block table per KV cache group (kv_layout.py); most models have one group.
+    block_tables: list[list[int]] = field(default_factory=lambda: [[]])
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache (first schedule only)
     num_preemptions: int = 0
@@ -50,6 +51,15 @@ class Sequence:
     output_logprobs: list[dict[int, float]] = field(default_factory=list)
     first_scheduled_time: float | None = None
     first_token_time: float | None = None
+
+    @property
+    def block_table(self) -> list[int]:
+        """The first group's table: the whole table of a single-group model."""
+        return self.block_tables[0]
+
+    @block_table.setter
+    def block_table(self, table: list[int]) -> None:
+        self.block_tables = [table]
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -84,6 +84,14 @@ class AttentionMetadata:
     # Decode rows are attended in groups whose padded K/V fit this many bytes (see
     # _plan_groups); the runner picks it per device. The default never splits.
     decode_group_bytes: int = 1 << 62
+    # Models whose layers keep KV in different cache groups (sliding-window and full-attention
+    # layers): layer i reads layer_metas[i], which has that group's block tables and slots.
+    # None: every layer uses this object.
+    layer_metas: list[AttentionMetadata] | None = field(default=None, repr=False)
+
+    def for_layer(self, index: int) -> AttentionMetadata:
+        """The metadata layer `index` attends with (its KV cache group's block tables)."""
+        return self if self.layer_metas is None else self.layer_metas[index]
 
 
 # ---- the torch reference implementation ------------------------------------------------------

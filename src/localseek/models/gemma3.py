@@ -267,8 +267,8 @@ class Gemma3ForCausalLM(nn.Module):
         # Rounded to the weight dtype first, as the reference does.
         h = h * torch.tensor(self.args.hidden_size**0.5, dtype=h.dtype)
         cos_sin = {t: rope.cos_sin(positions, h.dtype) for t, rope in self.rotary.items()}
-        for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
-            h = layer(h, cos_sin, kv_cache, meta)
+        for i, (layer, kv_cache) in enumerate(zip(self.model.layers, kv_caches, strict=True)):
+            h = layer(h, cos_sin, kv_cache, meta.for_layer(i))
         return self.model.norm(h)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -294,8 +294,8 @@ class PreNormCausalLM(nn.Module):
         h = self.model.embed_tokens(input_ids)
         cos, sin = self.rotary.cos_sin(positions, h.dtype)  # shared by every layer
         residual = None
-        for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
-            h, residual = layer(h, residual, cos, sin, kv_cache, meta)
+        for i, (layer, kv_cache) in enumerate(zip(self.model.layers, kv_caches, strict=True)):
+            h, residual = layer(h, residual, cos, sin, kv_cache, meta.for_layer(i))
         h, _ = self.model.norm(h, residual)
         return h
 
