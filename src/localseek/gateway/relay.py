@@ -71,8 +71,10 @@ class StreamRelay:
         self._fixed: dict[str, Any] = {}
 
     def __del__(self) -> None:
-        # Starlette never starts a streaming body whose client left before the first send, so
-        # events()' cleanup never runs: give the slot back here rather than leak it.
+        # Fallback for an ASGI stack that drops a response without ever iterating its body
+        # (then events()' cleanup never runs): give the slot back rather than leak it. With
+        # Starlette 1.10 the body is started and cancelled when the client leaves, even before
+        # the first byte, so events()' `finally` does it (tests/gateway/test_client_disconnect).
         opened = self.__dict__.get("_opened")
         if opened is not None:
             self._opened = None
