@@ -20,6 +20,11 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
         help="HF directory, .gguf file or Hub id (default: the embedded Gemma 3 270M demo model)",
     )
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument(
+        "--quantization",
+        default="none",
+        help="weight quantization of the linears after load: none, int8, int4, auto",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-num-seqs", type=int, default=64)
@@ -39,7 +44,11 @@ def _engine_config(args: argparse.Namespace):
         model = default_model_path()
     return EngineConfig(
         model=ModelConfig(
-            model=model, dtype=args.dtype, device=args.device, max_model_len=args.max_model_len
+            model=model,
+            dtype=args.dtype,
+            device=args.device,
+            max_model_len=args.max_model_len,
+            quantization=args.quantization,
         ),
         cache=CacheConfig(
             block_size=args.block_size,

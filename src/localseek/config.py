@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from localseek.errors import ConfigError
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
+# none: weights as loaded; int8: per-output-channel int8 linears; int4: the vocabulary
+# projection group-wise int4 where the CPU kernel is fastest (one row at a time), int8
+# elsewhere; auto: int8 when the file is already quantized (a GGUF of Q8_0/Q4_K/...), else
+# none. See models/quantization.py.
+QUANTIZATION_METHODS = ("none", "int8", "int4", "auto")
 
 
 @dataclass(frozen=True)
@@ -22,10 +27,15 @@ class ModelConfig:
     device: str = "auto"  # auto: cuda if available, else cpu
     max_model_len: int | None = None  # None: the model's own context length
     trust_remote_code: bool = False  # accepted for CLI compatibility; never executes remote code
+    quantization: str = "none"  # one of QUANTIZATION_METHODS, applied to the linears after load
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
             raise ConfigError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        if self.quantization not in QUANTIZATION_METHODS:
+            raise ConfigError(
+                f"quantization must be one of {QUANTIZATION_METHODS}, got {self.quantization!r}"
+            )
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ConfigError(f"max_model_len must be >= 1, got {self.max_model_len}")
 

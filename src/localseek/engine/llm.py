@@ -30,6 +30,7 @@ class LLM:
         dtype: str = "auto",
         device: str = "auto",
         max_model_len: int | None = None,
+        quantization: str = "none",
         max_num_seqs: int = 64,
         max_num_batched_tokens: int = 2048,
         block_size: int = 16,
@@ -42,7 +43,13 @@ class LLM:
 
             model = default_model_path()
         config = EngineConfig(
-            model=ModelConfig(model=model, dtype=dtype, device=device, max_model_len=max_model_len),
+            model=ModelConfig(
+                model=model,
+                dtype=dtype,
+                device=device,
+                max_model_len=max_model_len,
+                quantization=quantization,
+            ),
             cache=CacheConfig(
                 block_size=block_size,
                 enable_prefix_caching=enable_prefix_caching,

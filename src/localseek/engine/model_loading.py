@@ -16,6 +16,7 @@ from localseek.engine.runner import ModelRunner, cpu_has_fast_bf16
 from localseek.errors import ConfigError
 from localseek.models.registry import resolve_model_class
 from localseek.weights.loader import open_model
+from localseek.weights.source import ModelSource
 from localseek.weights.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def load_model(config: EngineConfig) -> LoadedModel:
     model.load_weights(counted())
     bar.close()
     model.eval()
+    _quantize(model, resolve_quantization(config.model.quantization, source))
     max_model_len = _max_model_len(config.model, model.max_model_len)
     bytes_per_token = ModelRunner.kv_bytes_per_token(model, dtype)
     layout = plan_kv_layout(model.kv_cache_specs())
@@ -121,6 +123,35 @@ def load_model(config: EngineConfig) -> LoadedModel:
         kv_bytes_per_token=bytes_per_token,
         vocab_size=vocab_size,
         kv_layout=layout,
+    )
+
+
+# GGUF tensor types stored at full or half precision; any other type is a quantized one.
+_FLOAT_GGUF_TYPES = frozenset({"F32", "F16", "BF16", "F64"})
+
+
+def resolve_quantization(method: str, source: ModelSource) -> str:
+    """'auto' -> 'int8' when the file's weights are already quantized, else 'none'."""
+    if method != "auto":
+        return method
+    types = set(source.extra.get("tensor_types") or ())
+    return "int8" if types - _FLOAT_GGUF_TYPES else "none"
+
+
+def _quantize(model: torch.nn.Module, method: str) -> None:
+    if method == "none":
+        return
+    from localseek.models.quantization import quantize_model
+
+    report = quantize_model(model, method)
+    logger.info(
+        "Quantized %d linears to %s: weights %.1f -> %.1f MiB (%+.1f MiB); token embedding: %s",
+        report.num_linears,
+        method,
+        report.bytes_before / 2**20,
+        report.bytes_after / 2**20,
+        (report.bytes_after - report.bytes_before) / 2**20,
+        report.embedding,
     )
 
 

@@ -24,8 +24,9 @@ from localseek.models.layers import (
     Linear,
     RMSNorm,
     RotaryEmbedding,
-    apply_rotary,
+    apply_rotary_full,
     build_rotary,
+    rms_norm_rows,
     rope_parameters,
 )
 from localseek.models.llama import load_checkpoint
@@ -155,6 +156,22 @@ class Gemma3Attention(nn.Module):
         self.q_norm = RMSNorm(args.head_dim, args.rms_norm_eps, offset=1.0, dtype=dtype)
         self.k_norm = RMSNorm(args.head_dim, args.rms_norm_eps, offset=1.0, dtype=dtype)
         self.scale = args.query_pre_attn_scalar**-0.5
+        self._qk_scale: torch.Tensor | None = None
+        self._qk_scale_key: tuple | None = None
+
+    def qk_norm_scale(self) -> torch.Tensor:
+        """[num_heads + num_kv_heads, head_dim] float32: each head's norm multiplier.
+
+        Queries and keys are normed (and rotated) in one call each instead of two.
+        """
+        q_scale, k_scale = self.q_norm.scale(), self.k_norm.scale()
+        key = (id(q_scale), id(k_scale))
+        if self._qk_scale is None or key != self._qk_scale_key:
+            self._qk_scale = torch.cat(
+                (q_scale.expand(self.num_heads, -1), k_scale.expand(self.num_kv_heads, -1))
+            )
+            self._qk_scale_key = key
+        return self._qk_scale
 
     def forward(
         self,
@@ -164,12 +181,14 @@ class Gemma3Attention(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         num_tokens = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = self.q_norm(q.view(num_tokens, self.num_heads, self.head_dim))
-        k = self.k_norm(k.view(num_tokens, self.num_kv_heads, self.head_dim))
-        cos, sin = cos_sin[self.layer_type]  # [num_tokens, head_dim // 2]
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
+        qkv = self.qkv_proj(x)  # [num_tokens, q_size + 2 * kv_size]
+        heads = self.num_heads + self.num_kv_heads
+        qk = qkv[:, : self.q_size + self.kv_size].view(num_tokens, heads, self.head_dim)
+        qk = rms_norm_rows(qk, self.qk_norm_scale(), self.q_norm.eps)
+        cos, signed_sin = cos_sin[self.layer_type]  # [num_tokens, head_dim]
+        qk = apply_rotary_full(qk, cos, signed_sin)  # [num_tokens, heads, head_dim]
+        q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
+        v = qkv[:, self.q_size + self.kv_size :].view(num_tokens, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = kv_cache
         write_kv(k_cache, k, meta.slot_mapping)
         write_kv(v_cache, v, meta.slot_mapping)
@@ -266,7 +285,7 @@ class Gemma3ForCausalLM(nn.Module):
         h = self.model.embed_tokens(input_ids)  # [num_tokens, hidden]
         # Rounded to the weight dtype first, as the reference does.
         h = h * torch.tensor(self.args.hidden_size**0.5, dtype=h.dtype)
-        cos_sin = {t: rope.cos_sin(positions, h.dtype) for t, rope in self.rotary.items()}
+        cos_sin = {t: rope.cos_sin_full(positions, h.dtype) for t, rope in self.rotary.items()}
         for i, (layer, kv_cache) in enumerate(zip(self.model.layers, kv_caches, strict=True)):
             h = layer(h, cos_sin, kv_cache, meta.for_layer(i))
         return self.model.norm(h)

@@ -1,0 +1,383 @@
+"""Weight quantization of a loaded model's linears, with a kernel chosen per batch size.
+
+`quantize_model` rewrites a model from outside (the model files know nothing of it): every
+`nn.Linear` becomes a `QuantizedLinear` that stores int8 (per output channel) or int4 (per
+group of 32 inputs) weights and, on each call, runs the kernel its plan names for that many
+rows. A tied vocabulary projection (Gemma, small Llamas) is quantized once and the embedding
+lookup reads the same int8 rows (`QuantizedEmbedding`), so the bf16 table is freed.
+
+Which kernel is fastest depends on the shape and on M, the rows in the call (decode: the
+number of running sequences; prefill: tokens): see `default_plan`. The fast kernels are
+CPU-only; any other device gets the generic dequantize-then-matmul path, which is correct
+everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from localseek.config import QUANTIZATION_METHODS
+from localseek.errors import ConfigError
+
+# (max_rows, kernel name) pairs, ascending; a call with M rows runs the first kernel whose
+# max_rows >= M. The last entry's max_rows is ANY_ROWS.
+Plan = tuple[tuple[int, str], ...]
+ANY_ROWS = 1 << 62
+GROUP_SIZE = 32  # int4 inputs per (scale, zero); K of every linear here is a multiple
+_RESIDUAL_ROWS = 4  # W8A8 calls with at most this many rows quantize activations twice
+_CHUNK_ROWS = 8192  # quantize this many output rows at a time: bounds the fp32 temporaries
+# (a multiple of 64: the CPU int4 packing lays rows out in blocks of 64).
+
+
+# ---- quantizers: dense weight [N, K] -> stored tensors ----------------------------------------
+
+
+def input_balance(weight: torch.Tensor) -> torch.Tensor:
+    """Per-input-column scale c [K] float32: the RMS of each column of weight [N, K].
+
+    Quantizing w / c per output row and multiplying activations by c keeps y = x w^T while
+    one large column no longer sets every row's step: on the demo model's tied 262144 x 640
+    table this cuts the int8 error from 1.9% to 0.8% RMS (and lifts top-1 agreement).
+    """
+    sq = sum(rows.float().pow(2).sum(dim=0) for rows in weight.split(_CHUNK_ROWS))
+    c = (sq / weight.shape[0]).sqrt()
+    return c.clamp(min=c.max().item() * 1e-6 + 1e-30)
+
+
+def quantize_int8(
+    weight: torch.Tensor, balance: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output channel: (q [N, K] int8, scale [N] float32).
+
+    w ~ q * scale[:, None] * balance[None, :] (balance: see input_balance; None: all ones).
+    """
+    qs, scales = [], []
+    for rows in weight.split(_CHUNK_ROWS):
+        w = rows.float() if balance is None else rows.float() / balance
+        scale = w.abs().amax(dim=1).clamp(min=1e-30) / 127.0  # [rows]
+        qs.append(torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8))
+        scales.append(scale)
+    return torch.cat(qs), torch.cat(scales)
+
+
+def quantize_int4(
+    weight: torch.Tensor, group_size: int = GROUP_SIZE, cpu_pack: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric int4 per group of `group_size` inputs: (q, scale_zero).
+
+    w ~ (q - 8) * scale + zero with scale_zero [K / group_size, N, 2] float32 (the layout the
+    CPU int4 kernel reads). q is the CPU kernel's packing when `cpu_pack`, else plain nibbles
+    [N, K / 2] uint8 (even input in the low nibble) that any device can unpack.
+    """
+    n, k = weight.shape
+    qs, szs = [], []
+    for rows in weight.split(_CHUNK_ROWS):
+        w = rows.float().view(rows.shape[0], k // group_size, group_size)
+        lo, hi = w.amin(dim=-1, keepdim=True), w.amax(dim=-1, keepdim=True)
+        scale = ((hi - lo) / 15.0).clamp(min=1e-30)  # [rows, groups, 1]
+        q = torch.round((w - lo) / scale).clamp_(0, 15).view(rows.shape[0], k).to(torch.int32)
+        szs.append(torch.cat((scale, lo + 8.0 * scale), dim=-1))  # [rows, groups, 2]
+        if cpu_pack:
+            qs.append(torch._convert_weight_to_int4pack_for_cpu(q, 1))
+        else:
+            qs.append((q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8))
+    return torch.cat(qs), torch.cat(szs).transpose(0, 1).contiguous()
+
+
+def _dequantize_int4(nibbles: torch.Tensor, scale_zero: torch.Tensor) -> torch.Tensor:
+    """Plain nibbles [N, K / 2] and scale_zero [groups, N, 2] -> float32 [N, K]."""
+    n = nibbles.shape[0]
+    q = torch.stack((nibbles & 0xF, nibbles >> 4), dim=-1).view(n, -1).float()  # [N, K]
+    groups = scale_zero.shape[0]
+    scale, zero = scale_zero.transpose(0, 1).unbind(-1)  # [N, groups] each
+    q = q.view(n, groups, -1)
+    return ((q - 8.0) * scale[..., None] + zero[..., None]).view(n, -1)
+
+
+# ---- kernels: (module, x [M, K]) -> y [M, N] --------------------------------------------------
+
+
+def _dense(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, m.weight)
+
+
+def _int8_dequant(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    """Generic: any device, any M; pays a pass over the whole weight per call."""
+    w = m.q8.float() * m.scale8[:, None] * m.balance8[None, :]  # [N, K]
+    return F.linear(x, w.to(x.dtype))
+
+
+def _int8_w8a16(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    """CPU: activations stay in their float dtype, weights dequantized inside the kernel."""
+    return torch._weight_int8pack_mm(x * m.balance8_act, m.q8, m.scale8_act)
+
+
+def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 x [M, K] -> (int8 [M, K], scale [M, 1]) with x ~ q * scale."""
+    scale = x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-30) / 127.0
+    return torch.round(x / scale).to(torch.int8), scale
+
+
+def _int8_w8a8(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    """CPU: activations quantized per row to int8, int8 x int8 -> int32 (VNNI) matmul.
+
+    Up to _RESIDUAL_ROWS rows, the rounding residual of each row is quantized again and sent
+    through the same matmul as extra rows (~15-bit activations): at so few rows the matmul
+    costs the same, and one int8 step on a balanced vocab projection's input measurably
+    hurt top-1 agreement (see default_plan).
+    """
+    xf = x.float() * m.balance8  # [M, K]
+    xq, x_scale = _quantize_rows(xf)
+    rows = x.shape[0]
+    if rows > _RESIDUAL_ROWS:
+        return _rescale(torch._int_mm(xq, m.q8.t()), m.scale8).mul_(x_scale)  # [M, N]
+    rq, r_scale = _quantize_rows(xf - xq.float() * x_scale)
+    y = _rescale(torch._int_mm(torch.cat((xq, rq)), m.q8.t()), m.scale8)  # [2M, N]
+    return y[:rows].mul_(x_scale).add_(y[rows:].mul_(r_scale))
+
+
+def _rescale(acc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """int32 acc [M, N] -> float32 acc * scale, in acc's own memory.
+
+    For the vocab projection at M=64 that is 64 MiB: a fresh float32 tensor of that size is
+    page-faulted in on every call (glibc maps it anew), 49 ms against 22 ms in place here.
+    """
+    out = acc.view(torch.float32).copy_(acc)  # elementwise, same offsets: safe in place
+    return out.mul_(scale)
+
+
+def _int4_dequant(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    """Generic: any device, any M."""
+    return F.linear(x, _dequantize_int4(m.q4, m.scale_zero4).to(x.dtype))
+
+
+def _int4_w4a16(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    """CPU: group-wise int4 weights unpacked inside the kernel; fastest at M of 1-4."""
+    return torch._weight_int4pack_mm_for_cpu(x.contiguous(), m.q4, m.group_size, m.scale_zero_act)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    fn: Callable[[QuantizedLinear, torch.Tensor], torch.Tensor]
+    storage: str  # which stored form it reads: "dense" | "int8" | "int4" | "int4_cpu"
+    cpu_only: bool
+
+
+KERNELS: dict[str, Kernel] = {
+    "dense": Kernel(_dense, "dense", cpu_only=False),
+    "int8_dequant": Kernel(_int8_dequant, "int8", cpu_only=False),
+    "int8_w8a16": Kernel(_int8_w8a16, "int8", cpu_only=True),
+    "int8_w8a8": Kernel(_int8_w8a8, "int8", cpu_only=True),
+    "int4_dequant": Kernel(_int4_dequant, "int4", cpu_only=False),
+    "int4_w4a16": Kernel(_int4_w4a16, "int4_cpu", cpu_only=True),
+}
+
+
+# ---- modules ----------------------------------------------------------------------------------
+
+
+class QuantizedLinear(nn.Module):
+    """A bias-optional linear whose weight is stored in the forms its plan's kernels read."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        plan: Plan,
+        *,
+        out_dtype: torch.dtype | None = None,
+        group_size: int = GROUP_SIZE,
+        balance_inputs: bool = True,
+    ):
+        super().__init__()
+        # A model's parameters require grad: without detach every temporary of the
+        # quantizers stays alive in an autograd graph (+3.3 GiB for the demo's lm_head).
+        weight = weight.detach()
+        self.out_features, self.in_features = weight.shape
+        self.plan = plan
+        self.out_dtype = out_dtype  # None: the input's dtype
+        self.group_size = group_size
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        storages = {KERNELS[name].storage for _, name in plan}
+        act = weight.dtype  # activations arrive in the model's dtype
+        if "dense" in storages:
+            self.register_buffer("weight", weight)
+        if "int8" in storages:
+            balance = input_balance(weight) if balance_inputs else torch.ones(self.in_features)
+            q8, scale8 = quantize_int8(weight, balance.to(weight.device))
+            self.register_buffer("q8", q8)  # [N, K] int8
+            self.register_buffer("scale8", scale8)  # [N] float32
+            self.register_buffer("balance8", balance.to(weight.device))  # [K] float32
+            # The w8a16 kernel takes scales in the activations' dtype.
+            self.register_buffer("scale8_act", scale8.to(act))
+            self.register_buffer("balance8_act", self.balance8.to(act))
+        int4 = storages & {"int4", "int4_cpu"}
+        if len(int4) == 2:
+            raise ConfigError(f"plan {plan} mixes the CPU int4 kernel with the generic one")
+        if int4:
+            q4, scale_zero = quantize_int4(weight, group_size, cpu_pack="int4_cpu" in int4)
+            self.register_buffer("q4", q4)
+            if "int4_cpu" in int4:  # the CPU kernel reads them in the activations' dtype
+                self.register_buffer("scale_zero_act", scale_zero.to(act))
+            else:
+                self.register_buffer("scale_zero4", scale_zero)  # [K / group, N, 2] float32
+
+    def kernel_for(self, rows: int) -> str:
+        for max_rows, name in self.plan:
+            if rows <= max_rows:
+                return name
+        return self.plan[-1][1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x = x.reshape(-1, self.in_features)  # [M, K]
+        y = KERNELS[self.kernel_for(x.shape[0])].fn(self, x)  # [M, N]
+        if self.bias is not None:
+            y = y + self.bias
+        y = y.to(self.out_dtype or x.dtype)
+        return y.view(*lead, self.out_features)
+
+    def stored_bytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, plan={self.plan}"
+
+
+class QuantizedEmbedding(nn.Module):
+    """Embedding lookup from a tied projection's int8 rows: row i is q8[i] * scale8[i] * balance8.
+
+    The projection's per-output-channel scale is a per-row scale of the table, so the lookup
+    reads exactly the weights the logits use; the dense table is not kept.
+    """
+
+    def __init__(self, source: QuantizedLinear, dtype: torch.dtype):
+        super().__init__()
+        # Read through the projection, never copied; a tuple so it is not registered twice
+        # (model.to() moves it once, as lm_head).
+        self._source = (source,)
+        self.dtype = dtype
+
+    @property
+    def q8(self) -> torch.Tensor:
+        return self._source[0].q8
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        src = self._source[0]
+        rows = F.embedding(input_ids, src.q8).float()  # [num_tokens, hidden]
+        return (rows * src.scale8[input_ids, None] * src.balance8).to(self.dtype)
+
+
+# ---- choosing kernels and rewriting a model ----------------------------------------------------
+
+# MLA reads kv_b_proj's weight as a tensor (absorbed into q and the output): never replaced.
+_READ_AS_TENSOR = ("kv_b_proj",)
+
+
+def default_plan(method: str, vocab: bool, fast_kernels: bool) -> Plan:
+    """The kernels for one linear, by M (rows per call).
+
+    int4 only ever applies to the vocabulary projection: int4 layers cost the demo model a
+    third of its top-1 agreement. Without the CPU kernels every linear dequantizes per call.
+    Lead's quiet-machine measurements, ms (bf16 / int8 w8a16 / int8 w8a8 / int4 w4a16):
+      lm_head 262144x640: M=1 27 / 14 / 9 / 5;  M=16 35 / 66 / 19 / 33;  M=64 97 / 316 / 59 / 160
+      layer 2048x640 and 640x2048: M=1 0.08 / 0.04 / - / 0.04;  M=16 0.2 / 0.3;  M=64 0.47 / 1.1
+    so layers use w8a16 up to 4 rows and their bf16 weight above (kept: +1 byte per weight),
+    the vocabulary projection W8A8 at every M, or int4 up to 4 rows for `int4`.
+    """
+    int4_vocab = vocab and method == "int4"
+    if not fast_kernels:
+        return ((ANY_ROWS, "int4_dequant" if int4_vocab else "int8_dequant"),)
+    if int4_vocab:
+        return ((4, "int4_w4a16"), (ANY_ROWS, "int8_w8a8"))
+    if vocab:
+        return ((ANY_ROWS, "int8_w8a8"),)
+    return ((4, "int8_w8a16"), (ANY_ROWS, "dense"))
+
+
+def _feasible(plan: Plan, linear: nn.Linear, group_size: int) -> Plan:
+    """The plan with int4 kernels swapped for int8 ones where the shape does not allow them."""
+    n, k = linear.weight.shape
+    if k % group_size == 0 and n % 16 == 0:
+        return plan
+    swap = {"int4_w4a16": "int8_w8a16", "int4_dequant": "int8_dequant"}
+    return tuple((rows, swap.get(name, name)) for rows, name in plan)
+
+
+@dataclass(frozen=True)
+class QuantizationReport:
+    """What quantize_model changed, for the load log."""
+
+    method: str
+    num_linears: int
+    bytes_before: int  # the replaced weights (and a tied embedding table), counted once each
+    bytes_after: int  # everything the new modules store
+    embedding: str  # how the token embedding is looked up afterwards
+
+
+def _unique_bytes(tensors) -> int:
+    seen: dict[int, int] = {}
+    for t in tensors:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+@torch.no_grad()
+def quantize_model(
+    model: nn.Module,
+    method: str,
+    *,
+    plan: Plan | None = None,
+    vocab_plan: Plan | None = None,
+    fast_kernels: bool | None = None,
+    group_size: int = GROUP_SIZE,
+) -> QuantizationReport:
+    """Replace the model's linears with QuantizedLinear in place.
+
+    `plan` forces a plan on every linear but the vocabulary projection, `vocab_plan` on that
+    one (tests, benchmarks); by default each gets `default_plan`. `fast_kernels` defaults to
+    whether the weight lives on the CPU.
+    """
+    if method not in QUANTIZATION_METHODS or method == "auto":
+        allowed = tuple(m for m in QUANTIZATION_METHODS if m != "auto")
+        raise ConfigError(f"quantization must be one of {allowed}, got {method!r}")
+    if method == "none":
+        return QuantizationReport(method, 0, 0, 0, "unchanged")
+    lm_head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    tied = lm_head is not None and embed is not None and lm_head.weight is embed.weight
+    targets = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and not name.endswith(_READ_AS_TENSOR)
+    ]
+    before = _unique_bytes(t for _, m in targets for t in m.parameters())
+    replaced = []
+    for name, linear in targets:
+        fast = linear.weight.device.type == "cpu" if fast_kernels is None else fast_kernels
+        forced = vocab_plan if linear is lm_head else plan
+        chosen = forced or default_plan(method, linear is lm_head, fast)
+        quantized = QuantizedLinear(
+            linear.weight,
+            linear.bias,
+            _feasible(chosen, linear, group_size),
+            out_dtype=torch.float32 if linear is lm_head else None,
+            group_size=group_size,
+        )
+        model.set_submodule(name, quantized)
+        replaced.append(quantized)
+    embedding = "own table"
+    if tied:
+        if hasattr(model.lm_head, "q8"):
+            model.model.embed_tokens = QuantizedEmbedding(model.lm_head, embed.weight.dtype)
+            embedding = "int8 rows shared with lm_head"
+        else:
+            replaced.append(embed)  # the dense table stays for the lookup
+            embedding = "dense table kept"
+    after = _unique_bytes(t for m in replaced for t in [*m.buffers(), *m.parameters()])
+    return QuantizationReport(method, len(targets), before, after, embedding)
