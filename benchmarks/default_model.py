@@ -14,7 +14,11 @@ ratio of localseek's tokens/s to each peer's.
 - transformers: `from_pretrained(gguf_file=...)`, one padded `generate` batch of C; its TTFT is
   that batch's prefill plus one token (a `generate` with max_new_tokens=1).
 
-Server load time is from process start to /health answering 200.
+Server load time is from process start to /health answering 200. With --repeat N every level
+runs N times per engine (fresh prompts each time) and the run with the median tokens/s is
+reported, with all N figures under "runs": on a shared machine one run can be off by 2x.
+With --interleave every engine is loaded first and the engines take turns run by run, so load
+from other processes falls on all of them alike (transformers, slow to run, is never interleaved).
 
     python benchmarks/default_model.py
     python benchmarks/default_model.py --levels 1,16 --output-tokens 32 --skip-transformers
@@ -53,30 +57,47 @@ def make_prompts(tokenizer, n: int, length: int, tag: str = "") -> list[list[int
     return prompts
 
 
-def run_localseek(path: str, levels: list[int], prompt_len: int, out_len: int, dtype: str) -> dict:
-    from localseek import LLM, SamplingParams
+class EngineRow:
+    """The localseek engine in this process (continuous batching, no HTTP)."""
 
-    t0 = time.perf_counter()
-    llm = LLM(path, dtype=dtype, device="cpu", max_num_seqs=max(levels), show_progress=False)
-    results = {"load_s": time.perf_counter() - t0}
-    engine = llm.engine
-    params = SamplingParams(temperature=0, max_tokens=out_len, ignore_eos=True)
-    for level in levels:
-        prompts = make_prompts(llm.tokenizer, level, prompt_len, f"engine{level}")
+    def __init__(self, path: str, levels: list[int], args):
+        self.path, self.max_seqs, self.args = path, max(levels), args
+
+    def start(self) -> float:
+        from localseek import LLM, SamplingParams
+
+        t0 = time.perf_counter()
+        self.llm = LLM(
+            self.path,
+            dtype=self.args.dtype,
+            device="cpu",
+            max_num_seqs=self.max_seqs,
+            show_progress=False,
+        )
+        load_s = time.perf_counter() - t0
+        self.params = SamplingParams(
+            temperature=0, max_tokens=self.args.output_tokens, ignore_eos=True
+        )
+        self.run(1, "w")  # warm-up, as the servers get (the first forward is slower)
+        return load_s
+
+    def run(self, level: int, tag: str) -> dict:
+        engine = self.llm.engine
+        prompts = make_prompts(self.llm.tokenizer, level, self.args.prompt_tokens, tag)
         start = time.perf_counter()
         first: dict[str, float] = {}
         tokens = 0
         for i, prompt in enumerate(prompts):
-            engine.add_request(f"c{level}-{i}", prompt, params)
+            engine.add_request(f"{tag}-{i}", prompt, self.params)
         while engine.has_unfinished():
             for out in engine.step():
                 if out.delta_token_ids and out.request_id not in first:
                     first[out.request_id] = time.perf_counter() - start
                 tokens += len(out.delta_token_ids)
-        seconds = time.perf_counter() - start
-        results[level] = _row(tokens, seconds, list(first.values()))
-        print(f"  localseek C={level}: {results[level]}", flush=True)
-    return results
+        return _row(tokens, time.perf_counter() - start, list(first.values()))
+
+    def close(self) -> None:
+        self.llm = None
 
 
 def run_transformers(path: Path, levels: list[int], prompt_len: int, out_len: int) -> dict:
@@ -105,35 +126,80 @@ def run_transformers(path: Path, levels: list[int], prompt_len: int, out_len: in
     return results
 
 
-def run_server(
-    name: str, argv: list[str], env: dict | None, path: Path, levels: list[int], args
-) -> dict:
-    """Start a server (`argv` gets --port appended), then drive it at each level."""
-    from localseek.weights.gguf import open_gguf
+class ServerRow:
+    """A server subprocess (`argv` gets --port appended) driven over loopback."""
 
-    tokenizer = open_gguf(path).tokenizer
-    port = _free_port()
-    log = tempfile.TemporaryFile()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv + ["--port", str(port)], stdout=log, stderr=log, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_health(f"{base}/health", proc, log)
-        results: dict = {"load_s": time.perf_counter() - t0}
+    def __init__(self, argv: list[str], env: dict | None, path: Path, args):
+        from localseek.weights.gguf import open_gguf
+
+        self.argv, self.env, self.args = argv, env, args
+        self.tokenizer = open_gguf(path).tokenizer
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        port = _free_port()
+        log = tempfile.TemporaryFile()
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            self.argv + ["--port", str(port)], stdout=log, stderr=log, env=self.env
+        )
+        self.base = f"http://127.0.0.1:{port}"
+        _wait_health(f"{self.base}/health", self.proc, log)
+        load_s = time.perf_counter() - t0
         # Warm-up (both engines' first forward is slower), with a prompt no level reuses.
-        asyncio.run(_server_level(base, make_prompts(tokenizer, 1, args.prompt_tokens, "w"), 1))
-        for level in levels:
-            prompts = make_prompts(tokenizer, level, args.prompt_tokens, f"{name}{level}")
-            results[level] = asyncio.run(_server_level(base, prompts, args.output_tokens))
-            print(f"  {name} C={level}: {results[level]}", flush=True)
-        return results
-    finally:
-        proc.terminate()
+        self.run(1, "w", out_len=1)
+        return load_s
+
+    def run(self, level: int, tag: str, out_len: int | None = None) -> dict:
+        prompts = make_prompts(self.tokenizer, level, self.args.prompt_tokens, tag)
+        out_len = self.args.output_tokens if out_len is None else out_len
+        return asyncio.run(_server_level(self.base, prompts, out_len))
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
         try:
-            proc.wait(timeout=30)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            self.proc.kill()
+            self.proc.wait()
+
+
+def measure(rows: dict, levels: list[int], repeat: int, interleave: bool) -> dict[str, dict]:
+    """Each row's load time and, per level, the median of `repeat` runs.
+
+    Interleaved, every row is loaded first and then each repetition runs every level on every
+    row in turn, so a burst of load from another process hits all rows alike.
+    """
+    results: dict[str, dict] = {name: {} for name in rows}
+    runs: dict[tuple[str, int], list[dict]] = {}
+
+    def one(name: str, level: int, r: int) -> None:
+        runs.setdefault((name, level), []).append(rows[name].run(level, f"{name}{level}.{r}"))
+        if len(runs[name, level]) == repeat:
+            results[name][level] = _median_run(runs[name, level])
+            print(f"  {name} C={level}: {results[name][level]}", flush=True)
+
+    try:
+        if interleave:
+            for name, row in rows.items():
+                results[name]["load_s"] = row.start()
+            for r in range(repeat):
+                for level in levels:
+                    for name in rows:
+                        one(name, level, r)
+        else:
+            for name, row in rows.items():
+                results[name]["load_s"] = row.start()
+                for level in levels:
+                    for r in range(repeat):
+                        one(name, level, r)
+                row.close()
+    finally:
+        for row in rows.values():
+            row.close()
+    return results
 
 
 async def _server_level(base: str, prompts: list[list[int]], out_len: int) -> dict:
@@ -198,6 +264,16 @@ def _row(tokens: int, seconds: float, ttfts: list[float]) -> dict:
     }
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median tokens/s (the lower middle one for even N), plus every figure."""
+    ordered = sorted(runs, key=lambda row: row["tok_s"])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    if len(runs) > 1:
+        median["runs"] = [row["tok_s"] for row in runs]
+    median["load"] = round(os.getloadavg()[0], 2)  # 1-minute load average after the level
+    return median
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -256,7 +332,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per level and engine; the median is reported"
+    )
+    parser.add_argument(
         "--dtype", default="auto", help="localseek dtype, both rows (auto: bf16 on AVX512-BF16)"
+    )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="load every engine first, then alternate them run by run (fairer on a busy machine)",
     )
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--skip-engine", action="store_true", help="no in-process localseek row")
@@ -275,6 +359,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.repeat < 1:
+        raise SystemExit(f"--repeat must be >= 1, got {args.repeat}")
     levels = [int(x) for x in args.levels.split(",")]
 
     from localseek.weights.default_model import default_model_path
@@ -282,20 +368,19 @@ def main() -> None:
     path = Path(default_model_path())
     print(f"model: {path}; torch threads {torch.get_num_threads()}", flush=True)
     print(f"load average at start: {os.getloadavg()}", flush=True)
-    results: dict[str, dict] = {}
+    rows: dict = {}
     if not args.skip_serve:
         argv, env = localseek_argv(path, levels, args.dtype)
-        results["localseek serve"] = run_server("localseek", argv, env, path, levels, args)
+        rows["localseek serve"] = ServerRow(argv, env, path, args)
     if args.llama_server:
         argv = llama_argv(args.llama_server, path, levels, args)
         print(f"llama.cpp: {shlex.join(argv)}", flush=True)
-        results["llama.cpp"] = run_server("llama.cpp", argv, None, path, levels, args)
+        rows["llama.cpp"] = ServerRow(argv, None, path, args)
     else:
         print("llama-server not given (--llama-server PATH or $LLAMA_SERVER): llama.cpp skipped")
     if not args.skip_engine:
-        results["localseek engine"] = run_localseek(
-            str(path), levels, args.prompt_tokens, args.output_tokens, args.dtype
-        )
+        rows["localseek engine"] = EngineRow(str(path), levels, args)
+    results = measure(rows, levels, args.repeat, args.interleave)
     if not args.skip_transformers:
         results["transformers"] = run_transformers(
             path, levels, args.prompt_tokens, args.output_tokens
