@@ -60,8 +60,9 @@ def make_prompts(tokenizer, n: int, length: int, tag: str = "") -> list[list[int
 class EngineRow:
     """The localseek engine in this process (continuous batching, no HTTP)."""
 
-    def __init__(self, path: str, levels: list[int], args):
+    def __init__(self, path: str, levels: list[int], args, quantization: str = "none"):
         self.path, self.max_seqs, self.args = path, max(levels), args
+        self.quantization = quantization
 
     def start(self) -> float:
         from localseek import LLM, SamplingParams
@@ -72,6 +73,7 @@ class EngineRow:
             dtype=self.args.dtype,
             device="cpu",
             max_num_seqs=self.max_seqs,
+            quantization=self.quantization,
             show_progress=False,
         )
         load_s = time.perf_counter() - t0
@@ -239,9 +241,12 @@ async def _server_level(base: str, prompts: list[list[int]], out_len: int) -> di
     return _row(sum(t for _, t in done), seconds, [f for f, _ in done])
 
 
-def localseek_argv(path: Path, levels: list[int], dtype: str) -> tuple[list[str], dict]:
+def localseek_argv(
+    path: Path, levels: list[int], dtype: str, quantization: str = "none"
+) -> tuple[list[str], dict]:
     argv = [sys.executable, "-m", "localseek", "--log-level", "WARNING", "serve", str(path)]
     argv += ["--dtype", dtype, "--device", "cpu", "--max-num-seqs", str(max(levels))]
+    argv += ["--quantization", quantization]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return argv + ["--host", "127.0.0.1"], env
 
@@ -314,7 +319,7 @@ def print_table(results: dict[str, dict], levels: list[int]) -> None:
         ]
         print(f"| {name} | {res.get('load_s', 0):.1f} | " + " | ".join(cells) + " |")
     print()
-    for ours in ("localseek serve", "localseek engine"):
+    for ours in [name for name in results if name.startswith("localseek")]:
         for peer in ("llama.cpp", "transformers"):
             if ours not in results or peer not in results:
                 continue
@@ -353,6 +358,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--llama-args", default="", help="extra llama-server flags, e.g. '--no-repack'"
     )
+    parser.add_argument(
+        "--quantization",
+        default="none",
+        help="comma-separated localseek --quantization methods, one serve/engine row each",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser.parse_args()
 
@@ -369,17 +379,22 @@ def main() -> None:
     print(f"model: {path}; torch threads {torch.get_num_threads()}", flush=True)
     print(f"load average at start: {os.getloadavg()}", flush=True)
     rows: dict = {}
-    if not args.skip_serve:
-        argv, env = localseek_argv(path, levels, args.dtype)
-        rows["localseek serve"] = ServerRow(argv, env, path, args)
+    methods = args.quantization.split(",")
+
+    def name(kind: str, method: str) -> str:
+        return f"localseek {kind}" + ("" if method == "none" else f" {method}")
+
+    for method in methods if not args.skip_serve else []:
+        argv, env = localseek_argv(path, levels, args.dtype, method)
+        rows[name("serve", method)] = ServerRow(argv, env, path, args)
     if args.llama_server:
         argv = llama_argv(args.llama_server, path, levels, args)
         print(f"llama.cpp: {shlex.join(argv)}", flush=True)
         rows["llama.cpp"] = ServerRow(argv, None, path, args)
     else:
         print("llama-server not given (--llama-server PATH or $LLAMA_SERVER): llama.cpp skipped")
-    if not args.skip_engine:
-        rows["localseek engine"] = EngineRow(str(path), levels, args)
+    for method in methods if not args.skip_engine else []:
+        rows[name("engine", method)] = EngineRow(str(path), levels, args, method)
     results = measure(rows, levels, args.repeat, args.interleave)
     if not args.skip_transformers:
         results["transformers"] = run_transformers(
