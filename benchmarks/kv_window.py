@@ -32,6 +32,7 @@ from localseek.weights.default_model import default_model_path
 def one_table(loaded: LoadedModel) -> LoadedModel:
     """The same weights with every layer in one KV group (windows only mask)."""
     layout = loaded.kv_layout
+    # The inverse of KVLayout.num_physical_blocks: the same bytes as all-layer blocks.
     whole_blocks = (loaded.num_kv_blocks - int(layout.has_sliding)) // layout.num_groups
     return dataclasses.replace(
         loaded, kv_layout=single_group(layout.num_layers), num_kv_blocks=whole_blocks

@@ -28,6 +28,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
 
+from localseek.engine.kv_layout import first_visible_block
 from localseek.engine.sequence import Sequence
 
 NULL_BLOCK = 0  # stands for a window block given back; reserved only when a window group exists
@@ -119,8 +120,7 @@ class BlockManager:
         return -(-num_tokens // self.block_size)
 
     def _first_needed(self, window: int, position: int) -> int:
-        """First logical block holding a key that a query at `position` sees through `window`."""
-        return max(0, position - window + 1) // self.block_size
+        return first_visible_block(position, window, self.block_size)
 
     def blocks_needed(self, num_tokens: int) -> int:
         """Most blocks a sequence of `num_tokens` tokens holds at once, over all groups."""

@@ -60,6 +60,11 @@ class KVLayout:
     def num_layers(self) -> int:
         return self.num_groups * self.page_layers
 
+    def num_physical_blocks(self, whole_blocks: int) -> int:
+        """Blocks of page_layers layers that take the bytes of `whole_blocks` all-layer blocks,
+        plus the null block the block manager reserves when a window group exists."""
+        return whole_blocks * self.num_groups + int(self.has_sliding)
+
     def group_of(self, layer: int) -> int:
         return self._position(layer)[0]
 
@@ -79,6 +84,12 @@ class KVLayout:
         parts = [f"{full} full-attention"] if full else []
         parts += [f"{self.windows.count(w)} sliding-window ({w} tokens)" for w in windows]
         return f"{' + '.join(parts)} groups of {self.page_layers} layers"
+
+
+def first_visible_block(position: int, window: int, block_size: int) -> int:
+    """First logical block holding a key that a query at `position` sees through `window`
+    (keys position - window + 1 .. position); earlier blocks are out of reach for good."""
+    return max(0, position - window + 1) // block_size
 
 
 def single_group(num_layers: int, sliding_window: int | None = None) -> KVLayout:

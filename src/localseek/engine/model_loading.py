@@ -92,7 +92,7 @@ def load_model(config: EngineConfig) -> LoadedModel:
     whole_blocks = _num_kv_blocks(
         config.cache, config.scheduler, bytes_per_token, max_model_len, device
     )
-    num_blocks = whole_blocks * layout.num_groups + (1 if layout.has_sliding else 0)
+    num_blocks = layout.num_physical_blocks(whole_blocks)
     logger.info(
         "KV pool: %d blocks x %d tokens x %d layers, %d bytes/token over all layers (%.1f MiB); "
         "KV cache groups: %s",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from localseek.engine.kv_layout import KVLayout, single_group
+from localseek.engine.kv_layout import KVLayout, first_visible_block, single_group
 from localseek.models.attention import AttentionMetadata, AttentionWorkspace, KVCacheSpec
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class ModelRunner:
             self._group_meta(g, scheduled, ranges, shared) for g in range(self.layout.num_groups)
         ]
         meta = metas[0]
-        if len(metas) > 1 or self.layout.has_sliding:
+        if len(metas) > 1:  # one group: every layer uses metas[0] itself
             meta.layer_metas = [metas[g] for g in self._layer_groups]
         return StepBatch(
             input_ids=self._tensor(input_ids, torch.int64),
@@ -156,7 +156,7 @@ class ModelRunner:
             num_blocks = -(-end // bs)
             assert len(table) >= num_blocks, f"{item.seq.request_id}: {len(table)} < {num_blocks}"
             slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
-            first = 0 if window is None else max(0, start - window + 1) // bs
+            first = 0 if window is None else first_visible_block(start, window, bs)
             tables.append(table[first:num_blocks])
             context_lens.append(end - first * bs)
         max_blocks = max(len(t) for t in tables)
