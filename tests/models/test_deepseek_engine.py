@@ -7,7 +7,7 @@ none of these may change a single greedy token.
 from __future__ import annotations
 
 import pytest
-from reference import reference_greedy
+from reference import assert_engine_matches, reference_greedy
 from tiny_deepseek import make_tiny_deepseek
 
 from localseek import LLM, SamplingParams
@@ -35,15 +35,9 @@ def model_and_reference(request, tmp_path_factory):
 @pytest.mark.parametrize("setup", list(ENGINE_SETUPS))
 def test_greedy_matches_transformers(model_and_reference, setup):
     model_dir, expected = model_and_reference
-    llm = LLM(
-        str(model_dir), dtype="float32", device="cpu", show_progress=False, **ENGINE_SETUPS[setup]
+    assert_engine_matches(
+        model_dir, PROMPTS, GREEDY, expected, preempts=setup == "preemption", **ENGINE_SETUPS[setup]
     )
-    outs = llm.generate(PROMPTS, GREEDY)
-    assert [o.token_ids for o in outs] == expected
-    bm = llm.engine.block_manager
-    assert bm.num_free_blocks() == bm.num_total_blocks, "KV pool must be whole after the batch"
-    if setup == "preemption":
-        assert llm.engine.scheduler.num_preemptions_total > 0, "the tiny pool should preempt"
 
 
 def test_prefix_cache_reuses_latents(model_and_reference):
