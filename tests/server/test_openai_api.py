@@ -33,18 +33,23 @@ def test_chat_completion(client):
     assert resp.usage.total_tokens == resp.usage.prompt_tokens + resp.usage.completion_tokens
 
 
-def test_completion_equals_offline_llm_greedy(client, tiny_model_dir):
-    """Greedy text through HTTP is the text LLM.generate gives for the same prompts."""
+@pytest.fixture(scope="module")
+def llm(tiny_model_dir):
+    """The served model offline, as the reference for what the server must answer."""
     from localseek import LLM
 
-    prompts = ["The quick brown fox", "你好，世界"]
-    llm = LLM(
+    return LLM(
         str(tiny_model_dir),
         dtype="float32",
         device="cpu",
         kv_cache_tokens=1024,
         show_progress=False,
     )
+
+
+def test_completion_equals_offline_llm_greedy(client, llm):
+    """Greedy text through HTTP is the text LLM.generate gives for the same prompts."""
+    prompts = ["The quick brown fox", "你好，世界"]
     expected = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=12))
     for prompt, want in zip(prompts, expected, strict=True):
         got = client.completions.create(model=SERVED, prompt=prompt, max_tokens=12, temperature=0)
@@ -53,16 +58,7 @@ def test_completion_equals_offline_llm_greedy(client, tiny_model_dir):
         assert got.usage.prompt_tokens == len(want.prompt_token_ids)
 
 
-def test_chat_greedy_equals_offline_llm_chat(client, tiny_model_dir):
-    from localseek import LLM
-
-    llm = LLM(
-        str(tiny_model_dir),
-        dtype="float32",
-        device="cpu",
-        kv_cache_tokens=1024,
-        show_progress=False,
-    )
+def test_chat_greedy_equals_offline_llm_chat(client, llm):
     messages = [{"role": "user", "content": "Please explain threads."}]
     want = llm.chat([messages], SamplingParams(temperature=0, max_tokens=10))[0]
     got = client.chat.completions.create(
