@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from localseek.engine.sampler import Sampler, mask_top_k_top_p_min_p, seed_for_position
+from localseek.engine.sampler import (
+    Sampler,
+    mask_top_k_top_p_min_p,
+    row_argmax,
+    seed_for_position,
+)
 from localseek.engine.sequence import Sequence
 from localseek.sampling_params import SamplingParams
 
@@ -38,6 +43,19 @@ def test_greedy_is_argmax_and_ties_pick_lowest_id():
     assert out.token_ids[:3] == logits[:3].argmax(dim=-1).tolist()
     assert out.token_ids[3] == 4
     assert out.logprobs == [None] * 4
+
+
+@pytest.mark.parametrize("vocab", [262_144, 151_936, 40_000, 300])
+def test_row_argmax_is_torch_argmax_on_large_and_ragged_vocabularies(vocab):
+    """The two-level argmax (blocks of 512) returns torch.argmax's index, first on ties."""
+    rows = random_logits(5, seed=vocab, vocab=vocab)
+    rows[1] = 0.0  # all tied: index 0
+    rows[2, -1] = 100.0  # the max in the ragged last block
+    rows[3, [7, vocab - 3]] = 100.0  # tied maxima in different blocks: the first
+    rows[4] = float("-inf")
+    rows[4, vocab // 2] = -1.0
+    assert torch.equal(row_argmax(rows), rows.argmax(dim=-1))
+    assert row_argmax(rows).tolist()[1:4] == [0, vocab - 1, 7]
 
 
 def test_tiny_temperature_is_greedy_not_nan():
