@@ -32,6 +32,8 @@ GROUP_SIZE = 32  # int4 inputs per (scale, zero); K of every linear here is a mu
 _RESIDUAL_ROWS = 4  # W8A8 calls with at most this many rows quantize activations twice
 _CHUNK_ROWS = 8192  # quantize this many output rows at a time: bounds the fp32 temporaries
 # (a multiple of 64: the CPU int4 packing lays rows out in blocks of 64).
+REFINE_TOP = 32  # vocabulary projection: outputs per row recomputed from the dense weight
+_CANDIDATE_BLOCK = 64  # top_candidates looks for the largest outputs block by block
 
 
 # ---- quantizers: dense weight [N, K] -> stored tensors ----------------------------------------
@@ -161,6 +163,41 @@ def _int4_w4a16(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
     return torch._weight_int4pack_mm_for_cpu(x.contiguous(), m.q4, m.group_size, m.scale_zero_act)
 
 
+# ---- exact refinement of the largest outputs -----------------------------------------------
+
+
+def top_candidates(y: torch.Tensor, r: int) -> torch.Tensor:
+    """Indices [M, r] of the r largest entries of each row of y [M, N] (order unspecified).
+
+    torch.topk over 262,144 columns costs ~0.4 ms a row here; this takes each block's max
+    (one cheap pass), keeps the r best blocks, and runs topk over their r * block entries only.
+    It finds the same set: every entry of the row's top r lies in a block whose max is at
+    least that entry, and fewer than r blocks can have a larger max.
+    """
+    rows, n = y.shape
+    block = _CANDIDATE_BLOCK
+    if n % block or n < 16 * r * block:
+        return y.topk(min(r, n), dim=-1).indices
+    best_blocks = y.view(rows, n // block, block).amax(dim=-1).topk(r, dim=-1).indices  # [M, r]
+    offsets = torch.arange(block, device=y.device)
+    index = (best_blocks.unsqueeze(-1) * block + offsets).view(rows, r * block)  # [M, r*block]
+    return index.gather(1, y.gather(1, index).topk(r, dim=-1).indices)
+
+
+def refine_top(weight: torch.Tensor, x: torch.Tensor, y: torch.Tensor, r: int) -> torch.Tensor:
+    """y [M, N] float32, approximately x @ weight.T, with its r largest entries per row
+    recomputed exactly from the dense weight [N, K] (in place).
+
+    A quantized vocabulary projection ranks tokens slightly differently from the model it
+    came from; sampling and greedy choices are made among the top few, so those are the ones
+    worth exact values: r rows of the weight per sequence, next to nothing against the pass.
+    """
+    candidates = top_candidates(y, r)  # [M, r]
+    rows = F.embedding(candidates, weight).float()  # [M, r, K]
+    exact = torch.bmm(rows, x.float().unsqueeze(-1)).squeeze(-1)  # [M, r]
+    return y.scatter_(1, candidates, exact)
+
+
 @dataclass(frozen=True)
 class Kernel:
     fn: Callable[[QuantizedLinear, torch.Tensor], torch.Tensor]
@@ -193,6 +230,7 @@ class QuantizedLinear(nn.Module):
         out_dtype: torch.dtype | None = None,
         group_size: int = GROUP_SIZE,
         balance_inputs: bool = True,
+        refine: int = 0,
     ):
         super().__init__()
         # A model's parameters require grad: without detach every temporary of the
@@ -202,8 +240,11 @@ class QuantizedLinear(nn.Module):
         self.plan = plan
         self.out_dtype = out_dtype  # None: the input's dtype
         self.group_size = group_size
+        self.refine = refine  # > 0: the quantized kernels' top `refine` outputs made exact
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
         storages = {KERNELS[name].storage for _, name in plan}
+        if refine:
+            storages.add("dense")  # refinement reads rows of the original weight
         act = weight.dtype  # activations arrive in the model's dtype
         if "dense" in storages:
             self.register_buffer("weight", weight)
@@ -236,7 +277,10 @@ class QuantizedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x = x.reshape(-1, self.in_features)  # [M, K]
-        y = KERNELS[self.kernel_for(x.shape[0])].fn(self, x)  # [M, N]
+        name = self.kernel_for(x.shape[0])
+        y = KERNELS[name].fn(self, x)  # [M, N]
+        if self.refine and name != "dense":
+            y = refine_top(self.weight, x, y.float(), self.refine)
         if self.bias is not None:
             y = y + self.bias
         y = y.to(self.out_dtype or x.dtype)
@@ -282,22 +326,21 @@ _READ_AS_TENSOR = ("kv_b_proj",)
 def default_plan(method: str, vocab: bool, fast_kernels: bool) -> Plan:
     """The kernels for one linear, by M (rows per call).
 
-    int4 only ever applies to the vocabulary projection: int4 layers cost the demo model a
-    third of its top-1 agreement. Without the CPU kernels every linear dequantizes per call.
     Lead's quiet-machine measurements, ms (bf16 / int8 w8a16 / int8 w8a8 / int4 w4a16):
-      lm_head 262144x640: M=1 27 / 14 / 9 / 5;  M=16 35 / 66 / 19 / 33;  M=64 97 / 316 / 59 / 160
-      layer 2048x640 and 640x2048: M=1 0.08 / 0.04 / - / 0.04;  M=16 0.2 / 0.3;  M=64 0.47 / 1.1
-    so layers use w8a16 up to 4 rows and their bf16 weight above (kept: +1 byte per weight),
-    the vocabulary projection W8A8 at every M, or int4 up to 4 rows for `int4`.
+      lm_head 262144x640: M=1 21 / 14 / 19 (M padded to 17) / 5;  M=16 33 / 69 / 19 / 33
+      layer 4096x640: M=1 0.14 / 0.08 / - / 0.08;  M=16 0.33 / 0.62 / 0.19 / 0.53
+    The vocabulary projection runs int4 up to 4 rows and W8A8 above, and with the fast
+    kernels its top REFINE_TOP outputs per row are recomputed from the dense weight (see
+    quantize_model), so greedy and sampled choices see exact logits. Layers run w8a16 (or
+    int4 for `int4`) up to 4 rows and their bf16 weight above (kept: +1 byte per weight).
+    int4 layers are not exact: requantizing the demo GGUF's 5-bit weights to 4 bits costs
+    top-1 agreement. Without the CPU kernels every linear dequantizes per call.
     """
-    int4_vocab = vocab and method == "int4"
     if not fast_kernels:
-        return ((ANY_ROWS, "int4_dequant" if int4_vocab else "int8_dequant"),)
-    if int4_vocab:
-        return ((4, "int4_w4a16"), (ANY_ROWS, "int8_w8a8"))
+        return ((ANY_ROWS, "int4_dequant" if vocab and method == "int4" else "int8_dequant"),)
     if vocab:
-        return ((ANY_ROWS, "int8_w8a8"),)
-    return ((4, "int8_w8a16"), (ANY_ROWS, "dense"))
+        return ((4, "int4_w4a16"), (ANY_ROWS, "int8_w8a8"))
+    return ((4, "int4_w4a16" if method == "int4" else "int8_w8a16"), (ANY_ROWS, "dense"))
 
 
 def _feasible(plan: Plan, linear: nn.Linear, group_size: int) -> Plan:
@@ -368,12 +411,13 @@ def quantize_model(
             _feasible(chosen, linear, group_size),
             out_dtype=torch.float32 if linear is lm_head else None,
             group_size=group_size,
+            refine=REFINE_TOP if linear is lm_head and fast else 0,
         )
         model.set_submodule(name, quantized)
         replaced.append(quantized)
     embedding = "own table"
     if tied:
-        if hasattr(model.lm_head, "q8"):
+        if hasattr(model.lm_head, "q8") and not hasattr(model.lm_head, "weight"):
             model.model.embed_tokens = QuantizedEmbedding(model.lm_head, embed.weight.dtype)
             embedding = "int8 rows shared with lm_head"
         else:
