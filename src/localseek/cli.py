@@ -143,9 +143,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    # Must be set before torch (and its OpenMP runtime) loads: idle engine threads then sleep
-    # instead of spinning, so the HTTP event loop gets the CPU it needs (see server/main.py).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from localseek.server.threads import bound_thread_spinning
+
+    # Before torch (and its OpenMP runtime) loads: engine threads spin only briefly between
+    # operations, so the HTTP event loop gets the CPU it needs (see server/threads.py).
+    bound_thread_spinning()
     from localseek.server.main import run_server
 
     run_server(_engine_config(args), _server_config(args))

@@ -21,6 +21,7 @@ from localseek.config import EngineConfig
 from localseek.server.allocator import keep_freed_memory, use_one_arena
 from localseek.server.app import build_app
 from localseek.server.config import ServerConfig
+from localseek.server.threads import threads_leave_cores_idle
 
 logger = logging.getLogger(__name__)
 
@@ -58,24 +59,15 @@ def run_server(engine_config: EngineConfig, server_config: ServerConfig) -> None
 def _leave_a_core_for_http(engine_config: EngineConfig) -> None:
     """Keep torch's CPU threads from starving the event loop that parses requests and writes tokens.
 
-    torch's intra-op threads spin between operations by default; with one per core they starved
-    the loop (2 cores: 8 concurrent streams of 32 tokens took 3-5 s instead of 0.3-0.6 s). The
-    CLI sets OMP_WAIT_POLICY=PASSIVE before torch loads, so idle threads sleep instead of spinning
-    and the engine keeps every core (measured on 2 cores with the demo model: 16 concurrent
-    streams 103 -> 150 tokens/s against one thread). Without it, give torch one core fewer.
-
-    Spinning is faster only when nothing else wants the cores: the bare engine in one thread
-    steps ~13% faster with libgomp's default spin (batch 1: 43.5 vs 50 ms, batch 16: 68 vs
-    80 ms), but behind this server it is slower: 13.1 / 115 / 189 tokens/s at 1 / 16 / 64
-    streams against 16.9 / 153 / 235 passive (interleaved in one run; a spin count of 3,000 or
-    `nice` on the engine thread did not help).
+    With a bounded spin or a passive wait (see server/threads.py; the CLI sets the spin) idle
+    threads give their cores back and the engine keeps every core. Otherwise, e.g. a user's
+    OMP_WAIT_POLICY=ACTIVE, give torch one core fewer.
     """
     import torch
 
     device = engine_config.model.device
     on_cpu = device.startswith("cpu") or (device == "auto" and not torch.cuda.is_available())
-    passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
-    if on_cpu and "OMP_NUM_THREADS" not in os.environ and not passive:
+    if on_cpu and "OMP_NUM_THREADS" not in os.environ and not threads_leave_cores_idle():
         cores = os.cpu_count() or 1
         torch.set_num_threads(max(1, cores - 1))
 
