@@ -84,6 +84,7 @@ def load_model(config: EngineConfig) -> LoadedModel:
     bar.close()
     model.eval()
     _quantize(model, resolve_quantization(config.model.quantization, source))
+    _pack(model)
     max_model_len = _max_model_len(config.model, model.max_model_len)
     bytes_per_token = ModelRunner.kv_bytes_per_token(model, dtype)
     layout = plan_kv_layout(model.kv_cache_specs())
@@ -153,6 +154,14 @@ def _quantize(model: torch.nn.Module, method: str) -> None:
         (report.bytes_after - report.bytes_before) / 2**20,
         report.embedding,
     )
+
+
+def _pack(model: torch.nn.Module) -> None:
+    from localseek.models.packed_linear import pack_linears
+
+    packed = pack_linears(model)
+    if packed:
+        logger.info("Packed %d bf16 linears for oneDNN (same results, faster CPU matmuls)", packed)
 
 
 def _max_model_len(config: ModelConfig, native: int) -> int:
