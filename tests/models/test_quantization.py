@@ -20,7 +20,9 @@ from localseek.models.quantization import (
     QuantizedEmbedding,
     QuantizedLinear,
     _dequantize_int4,
+    input_balance,
     quantize_int4,
+    quantize_int8,
     quantize_model,
     refine_top,
     top_candidates,
@@ -33,6 +35,7 @@ _ATEN = {
     "int8_w8a16": "aten::_weight_int8pack_mm",
     "int8_w8a8": "aten::_int_mm",
     "int4_w4a16": "aten::_weight_int4pack_mm_for_cpu",
+    "int8_onednn": "onednn::qlinear_pointwise",
 }
 
 
@@ -56,20 +59,27 @@ def test_every_kernel_computes_the_stored_weights(weight, kernel, rows):
     with profile() as prof:
         y = linear(x)
     if kernel in _ATEN:
-        assert _ATEN[kernel] in {e.name for e in prof.events()}
+        assert any(e.name.startswith(_ATEN[kernel]) for e in prof.events())
     storage = KERNELS[kernel].storage
     if storage == "dense":
         stored = weight
     elif storage == "int8":
         stored = _int8_weight(linear)
+    elif storage == "int8_onednn":  # packed for oneDNN: the same int8 values, quantized again
+        q8, scale8 = quantize_int8(weight, input_balance(weight))
+        stored = q8.float() * scale8[:, None] * input_balance(weight)[None, :]
     elif storage == "int4":
         stored = _dequantize_int4(linear.q4, linear.scale_zero4)
     else:  # the CPU int4 packing is opaque: check against the same values unpacked plainly
         stored = _dequantize_int4(*quantize_int4(weight))
     expected = x @ stored.T
-    # W8A8 also rounds the activations (residual-corrected up to 4 rows); the rest differ only
-    # in summation order.
-    tol = 2e-2 if kernel == "int8_w8a8" and rows > 4 else 2e-3 if kernel == "int8_w8a8" else 1e-4
+    # W8A8 also rounds the activations (residual-corrected up to 4 rows; oneDNN's with one
+    # scale for the whole call); the rest differ only in summation order.
+    tol = 1e-4
+    if kernel == "int8_w8a8":
+        tol = 2e-2 if rows > 4 else 2e-3
+    elif kernel == "int8_onednn":
+        tol = 4e-2
     assert (y - expected).norm() / expected.norm() < tol
     # Whatever the kernel, the stored weights are close to the dense ones.
     assert (stored - weight).norm() / weight.norm() < (0.1 if "int4" in storage else 0.01)
@@ -156,12 +166,12 @@ def test_refine_top_makes_the_largest_outputs_exact_and_leaves_the_rest():
 
 def test_refined_vocab_projection_keeps_every_greedy_choice(tiny_dir, reference_logits):
     """Layers left dense, the vocabulary projection quantized the CPU way (int4 up to 4 rows,
-    W8A8 above) and refined: each position's top choices carry the unquantized logits, so
+    oneDNN int8 above) and refined: each position's top choices carry the unquantized logits, so
     greedy decoding cannot change, though every other logit is approximate."""
     model = load_ours(tiny_dir)
     quantize_model(model, "int8", plan=((ANY_ROWS, "dense"),))
     assert model.lm_head.refine == REFINE_TOP
-    assert [name for _, name in model.lm_head.plan] == ["int4_w4a16", "int8_w8a8"]
+    assert [name for _, name in model.lm_head.plan] == ["int4_w4a16", "int8_onednn"]
     logits = stepwise_logits(model, PROMPT, [20, 1, 1, 1, 6])
     assert torch.equal(logits.argmax(-1), reference_logits.argmax(-1))
     top = reference_logits.topk(REFINE_TOP // 2, dim=-1).indices

@@ -23,6 +23,13 @@ from torch import nn
 
 from localseek.config import QUANTIZATION_METHODS
 from localseek.errors import ConfigError
+from localseek.models.packed_linear import (
+    READ_AS_TENSOR,
+    can_pack,
+    pack_weight,
+    packed_linear,
+    tensor_bytes,
+)
 
 # (max_rows, kernel name) pairs, ascending; a call with M rows runs the first kernel whose
 # max_rows >= M. The last entry's max_rows is ANY_ROWS.
@@ -105,6 +112,8 @@ def _dequantize_int4(nibbles: torch.Tensor, scale_zero: torch.Tensor) -> torch.T
 
 
 def _dense(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    if hasattr(m, "packed") and x.dtype == torch.bfloat16:
+        return packed_linear(x, m.packed, None)  # bitwise F.linear, see packed_linear.py
     return F.linear(x, m.weight)
 
 
@@ -141,6 +150,29 @@ def _int8_w8a8(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
     rq, r_scale = _quantize_rows(xf - xq.float() * x_scale)
     y = _rescale(torch._int_mm(torch.cat((xq, rq)), m.q8.t()), m.scale8)  # [2M, N]
     return y[:rows].mul_(x_scale).add_(y[rows:].mul_(r_scale))
+
+
+def _int8_onednn(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    """CPU: oneDNN's int8 matmul on a pre-packed weight, activations rounded to uint8 with one
+    scale and zero point for the whole call (the kernel takes no per-row scales).
+
+    One scale suits the vocabulary projection, whose rows are all RMS-normalised hidden states.
+    """
+    xf = x.float() * m.balance8  # [M, K]
+    lo, hi = torch.aminmax(xf)
+    lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)  # zero must be exactly representable
+    scale = ((hi - lo) / 255.0).clamp(min=1e-30)
+    zero = torch.round(-lo / scale)
+    xq = torch.round(xf / scale + zero).clamp_(0, 255).to(torch.uint8)
+    qlinear = torch.ops.onednn.qlinear_pointwise.tensor
+    return qlinear(
+        xq, scale, zero.to(torch.int32), m.q8_onednn, m.scale8, m.zero8,
+        None, 1.0, 0, torch.float32, "none", [], "",
+    )  # fmt: skip
+
+
+def onednn_int8_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_prepack")
 
 
 def _rescale(acc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -210,6 +242,7 @@ KERNELS: dict[str, Kernel] = {
     "int8_dequant": Kernel(_int8_dequant, "int8", cpu_only=False),
     "int8_w8a16": Kernel(_int8_w8a16, "int8", cpu_only=True),
     "int8_w8a8": Kernel(_int8_w8a8, "int8", cpu_only=True),
+    "int8_onednn": Kernel(_int8_onednn, "int8_onednn", cpu_only=True),
     "int4_dequant": Kernel(_int4_dequant, "int4", cpu_only=False),
     "int4_w4a16": Kernel(_int4_w4a16, "int4_cpu", cpu_only=True),
 }
@@ -247,11 +280,22 @@ class QuantizedLinear(nn.Module):
             storages.add("dense")  # refinement reads rows of the original weight
         act = weight.dtype  # activations arrive in the model's dtype
         if "dense" in storages:
-            self.register_buffer("weight", weight)
-        if "int8" in storages:
+            # The dense kernel reads a oneDNN-packed copy where it can (same results, faster);
+            # refinement and the other devices read rows of the plain weight.
+            packed = any(n == "dense" for _, n in plan) and can_pack(weight)
+            if packed:
+                self.register_buffer("packed", pack_weight(weight))
+            if refine or not packed:
+                self.register_buffer("weight", weight)
+        if storages & {"int8", "int8_onednn"}:
             balance = input_balance(weight) if balance_inputs else torch.ones(self.in_features)
             q8, scale8 = quantize_int8(weight, balance.to(weight.device))
-            self.register_buffer("q8", q8)  # [N, K] int8
+            if "int8" in storages:
+                self.register_buffer("q8", q8)  # [N, K] int8
+            if "int8_onednn" in storages:
+                self.register_buffer("q8_onednn", torch.ops.onednn.qlinear_prepack(q8, None))
+                self.register_buffer("zero8", torch.zeros(len(q8), dtype=torch.int64))  # [N]
+            del q8
             self.register_buffer("scale8", scale8)  # [N] float32
             self.register_buffer("balance8", balance.to(weight.device))  # [K] float32
             # The w8a16 kernel takes scales in the activations' dtype.
@@ -287,7 +331,7 @@ class QuantizedLinear(nn.Module):
         return y.view(*lead, self.out_features)
 
     def stored_bytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in self.buffers())
+        return sum(tensor_bytes(b) for b in self.buffers())
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, plan={self.plan}"
@@ -319,27 +363,27 @@ class QuantizedEmbedding(nn.Module):
 
 # ---- choosing kernels and rewriting a model ----------------------------------------------------
 
-# MLA reads kv_b_proj's weight as a tensor (absorbed into q and the output): never replaced.
-_READ_AS_TENSOR = ("kv_b_proj",)
-
 
 def default_plan(method: str, vocab: bool, fast_kernels: bool) -> Plan:
     """The kernels for one linear, by M (rows per call).
 
-    Lead's quiet-machine measurements, ms (bf16 / int8 w8a16 / int8 w8a8 / int4 w4a16):
-      lm_head 262144x640: M=1 21 / 14 / 19 (M padded to 17) / 5;  M=16 33 / 69 / 19 / 33
-      layer 4096x640: M=1 0.14 / 0.08 / - / 0.08;  M=16 0.33 / 0.62 / 0.19 / 0.53
-    The vocabulary projection runs int4 up to 4 rows and W8A8 above, and with the fast
-    kernels its top REFINE_TOP outputs per row are recomputed from the dense weight (see
+    Lead's quiet-machine measurements, ms (bf16 packed / int8 w8a16 / int8 oneDNN / int4):
+      lm_head 262144x640: M=1 13.6 / 14 / 9.4 / 4.9;  M=4 12.5 / - / 9.2 / 8.5;
+        M=5 12.1 / - / 8.6 / 16.6;  M=16 19.1 / 69 / 12.1 / 33;  M=64 64 / - / 50 / -
+      layer 4096x640: M=1 0.068 / 0.08 / 0.086 / 0.08;  M=16 0.22 / 0.62 / 0.15 / 0.53
+    The vocabulary projection runs int4 up to 4 rows and oneDNN int8 above, and with the
+    fast kernels its top REFINE_TOP outputs per row are recomputed from the dense weight (see
     quantize_model), so greedy and sampled choices see exact logits. Layers run w8a16 (or
-    int4 for `int4`) up to 4 rows and their bf16 weight above (kept: +1 byte per weight).
-    int4 layers are not exact: requantizing the demo GGUF's 5-bit weights to 4 bits costs
-    top-1 agreement. Without the CPU kernels every linear dequantizes per call.
+    int4 for `int4`) up to 4 rows and their packed bf16 weight above: exact where batches are
+    large enough to pay for it (oneDNN int8 with one activation scale per call would cost
+    layers accuracy). int4 layers are not exact: requantizing the demo GGUF's 5-bit weights
+    to 4 bits costs top-1 agreement. Without the CPU kernels every linear dequantizes per call.
     """
     if not fast_kernels:
         return ((ANY_ROWS, "int4_dequant" if vocab and method == "int4" else "int8_dequant"),)
     if vocab:
-        return ((4, "int4_w4a16"), (ANY_ROWS, "int8_w8a8"))
+        above = "int8_onednn" if onednn_int8_available() else "int8_w8a8"
+        return ((4, "int4_w4a16"), (ANY_ROWS, above))
     return ((4, "int4_w4a16" if method == "int4" else "int8_w8a16"), (ANY_ROWS, "dense"))
 
 
@@ -366,7 +410,10 @@ class QuantizationReport:
 def _unique_bytes(tensors) -> int:
     seen: dict[int, int] = {}
     for t in tensors:
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        if t.is_mkldnn:  # opaque: no storage, never shared
+            seen[id(t)] = tensor_bytes(t)
+        else:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
     return sum(seen.values())
 
 
@@ -397,7 +444,7 @@ def quantize_model(
     targets = [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and not name.endswith(_READ_AS_TENSOR)
+        if isinstance(module, nn.Linear) and not name.endswith(READ_AS_TENSOR)
     ]
     before = _unique_bytes(t for _, m in targets for t in m.parameters())
     replaced = []
