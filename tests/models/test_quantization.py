@@ -98,6 +98,22 @@ def test_the_plan_picks_the_kernel_by_row_count(weight):
     assert not hasattr(linear, "weight") and {"q8", "q4"} <= dict(linear.named_buffers()).keys()
 
 
+@pytest.mark.parametrize("method", ["int8", "int4"])
+def test_linears_whose_shape_a_cpu_kernel_mishandles_get_another_kernel(method):
+    """`_weight_int8pack_mm` returns wrong, call-to-call different values when K is not a
+    multiple of 16 (a tiny DeepSeek's q_b_proj is 24 -> 48): the plan must avoid it there."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(24, 48, bias=False)).to(torch.bfloat16)
+    dense = model[0].weight.detach().float().clone()
+    quantize_model(model, method)
+    assert "int8_w8a16" not in {name for _, name in model[0].plan}
+    x = torch.randn(1, 24, dtype=torch.bfloat16)
+    first, again = model(x).float(), model(x).float()
+    assert torch.equal(first, again)
+    expected = x.float() @ dense.T
+    assert (first - expected).norm() / expected.norm() < 0.03
+
+
 def test_a_plan_mixing_both_int4_layouts_is_refused(weight):
     with pytest.raises(ConfigError, match="mixes"):
         QuantizedLinear(weight, None, ((1, "int4_w4a16"), (ANY_ROWS, "int4_dequant")))

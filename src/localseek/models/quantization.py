@@ -388,11 +388,19 @@ def default_plan(method: str, vocab: bool, fast_kernels: bool) -> Plan:
 
 
 def _feasible(plan: Plan, linear: nn.Linear, group_size: int) -> Plan:
-    """The plan with int4 kernels swapped for int8 ones where the shape does not allow them."""
+    """The plan with CPU kernels swapped for ones that handle this shape.
+
+    int4 needs K in whole groups and N in multiples of 16; `_weight_int8pack_mm` silently
+    returns wrong values, different on every call, when K is not a multiple of 16 (found on a
+    tiny DeepSeek, whose q_b_proj has K=24): such linears take the int8 W8A8 kernel instead.
+    """
     n, k = linear.weight.shape
-    if k % group_size == 0 and n % 16 == 0:
-        return plan
-    swap = {"int4_w4a16": "int8_w8a16", "int4_dequant": "int8_dequant"}
+    swap = {}
+    if k % 16:
+        swap["int8_w8a16"] = "int8_w8a8"
+    if k % group_size or n % 16:
+        swap["int4_w4a16"] = swap.get("int8_w8a16", "int8_w8a16")
+        swap["int4_dequant"] = "int8_dequant"
     return tuple((rows, swap.get(name, name)) for rows, name in plan)
 
 
