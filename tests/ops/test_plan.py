@@ -166,3 +166,42 @@ def test_bad_input_is_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["MambaForCausalLM"]}))
     with pytest.raises(UnsupportedModelError, match="MambaForCausalLM"):
         plan(str(tmp_path))
+
+
+def test_plan_counts_exactly_the_tensors_of_a_real_gemma3_checkpoint(tmp_path):
+    from tiny_gemma3 import make_tiny_gemma3
+
+    model_dir = make_tiny_gemma3(tmp_path)  # tied embeddings, q/k norms, four norms per layer
+    p = plan(str(model_dir), quant="fp32", context=8)
+    assert p.architecture == "Gemma3ForCausalLM"
+    assert p.params == _numel_on_disk(model_dir)
+
+
+def test_sliding_window_layers_hold_only_their_window():
+    """The demo model: 15 local layers (window 512) and 3 global ones, 1 KiB per token and
+    layer. At 8k tokens a local layer holds 33 blocks of 16 = 528 tokens, the bound the engine
+    keeps; benchmarks/kv_window.py measured 31.8 MiB held for one such sequence."""
+    p = plan("gemma-3-270m", context=8192, concurrency=2)
+    assert (p.sliding_window, p.window_layers) == (512, 15)
+    assert p.kv_bytes_per_token == 18 * 1024
+    assert p.kv_bytes == 2 * 1024 * (3 * 8192 + 15 * 528)
+    assert "15 layers attend to 512 tokens and hold at most 528" in format_plan(p)
+    short = plan("gemma-3-270m", context=256)  # inside every window: no saving
+    assert short.kv_bytes == 18 * 1024 * 256
+
+
+def test_only_layers_the_config_makes_slide_are_windowed(tmp_path):
+    config = {
+        "architectures": ["MistralForCausalLM"], "vocab_size": 100, "hidden_size": 64,
+        "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "sliding_window": 100,
+    }  # fmt: skip
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    mistral = plan(str(path), context=1000)
+    assert (mistral.sliding_window, mistral.window_layers) == (100, 4)  # every layer
+    assert mistral.kv_bytes == mistral.kv_bytes_per_token * 128  # 7 blocks of 16 span 100, +1
+    # Qwen2's configs name a window they do not use (use_sliding_window: false).
+    qwen = plan("DeepSeek-R1-Distill-Qwen-7B", context=8192)
+    assert (qwen.sliding_window, qwen.window_layers) == (None, 0)
+    assert qwen.kv_bytes == qwen.kv_bytes_per_token * 8192

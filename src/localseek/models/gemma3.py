@@ -30,10 +30,14 @@ from localseek.models.layers import (
     rope_parameters,
 )
 from localseek.models.llama import load_checkpoint
+from localseek.models.sliding_windows import (
+    FULL,
+    SLIDING,
+    gemma3_layer_types,
+    gemma3_window,
+)
 
-_SLIDING, _FULL = "sliding_attention", "full_attention"
-_DEFAULT_PATTERN = 6  # older configs: every 6th layer is global
-_DEFAULT_THETA = {_FULL: 1_000_000.0, _SLIDING: 10_000.0}
+_DEFAULT_THETA = {FULL: 1_000_000.0, SLIDING: 10_000.0}
 
 
 @dataclass(frozen=True)
@@ -77,10 +81,10 @@ def gemma3_args(cfg: Mapping) -> Gemma3Args:
             f"num_attention_heads {heads} is not a multiple of {kv_heads} kv heads"
         )
     head_dim = int(cfg.get("head_dim") or 256)
-    layer_types = tuple(cfg.get("layer_types") or _pattern_layer_types(cfg, num_layers))
-    if len(layer_types) != num_layers or set(layer_types) - {_SLIDING, _FULL}:
+    layer_types = gemma3_layer_types(cfg, num_layers)
+    if len(layer_types) != num_layers or set(layer_types) - {SLIDING, FULL}:
         raise ModelLoadError(
-            f"Gemma 3 layer_types must list {num_layers} of {_SLIDING!r}/{_FULL!r}, "
+            f"Gemma 3 layer_types must list {num_layers} of {SLIDING!r}/{FULL!r}, "
             f"got {list(layer_types)}"
         )
     return Gemma3Args(
@@ -101,18 +105,13 @@ def gemma3_args(cfg: Mapping) -> Gemma3Args:
         query_pre_attn_scalar=float(cfg.get("query_pre_attn_scalar") or head_dim),
         final_softcap=_optional_float(cfg.get("final_logit_softcapping")),
         layer_types=layer_types,
-        sliding_window=int(cfg.get("sliding_window") or 4096),
+        sliding_window=gemma3_window(cfg),
         rope=_rope_by_layer_type(cfg),
     )
 
 
 def _optional_float(value) -> float | None:
     return None if value is None else float(value)
-
-
-def _pattern_layer_types(cfg: Mapping, num_layers: int) -> list[str]:
-    period = int(cfg.get("sliding_window_pattern") or _DEFAULT_PATTERN)
-    return [_FULL if (i + 1) % period == 0 else _SLIDING for i in range(num_layers)]
 
 
 def _rope_by_layer_type(cfg: Mapping) -> dict[str, dict]:
@@ -122,14 +121,14 @@ def _rope_by_layer_type(cfg: Mapping) -> dict[str, dict]:
     older configs have rope_theta (+ rope_scaling) for global layers and rope_local_base_freq.
     """
     params = cfg.get("rope_parameters") or {}
-    if _FULL in params or _SLIDING in params:
-        by_type = {t: dict(params.get(t) or {}) for t in (_FULL, _SLIDING)}
+    if FULL in params or SLIDING in params:
+        by_type = {t: dict(params.get(t) or {}) for t in (FULL, SLIDING)}
     else:
         by_type = {
-            _FULL: rope_parameters(
-                {**cfg, "rope_theta": cfg.get("rope_theta", _DEFAULT_THETA[_FULL])}
+            FULL: rope_parameters(
+                {**cfg, "rope_theta": cfg.get("rope_theta", _DEFAULT_THETA[FULL])}
             ),
-            _SLIDING: {"rope_theta": cfg.get("rope_local_base_freq", _DEFAULT_THETA[_SLIDING])},
+            SLIDING: {"rope_theta": cfg.get("rope_local_base_freq", _DEFAULT_THETA[SLIDING])},
         }
     for layer_type, merged in by_type.items():
         merged.setdefault("rope_theta", _DEFAULT_THETA[layer_type])
@@ -145,7 +144,7 @@ class Gemma3Attention(nn.Module):
         self.num_heads, self.num_kv_heads = args.num_heads, args.num_kv_heads
         self.head_dim = args.head_dim
         self.layer_type = args.layer_types[layer_idx]
-        self.sliding_window = args.sliding_window if self.layer_type == _SLIDING else None
+        self.sliding_window = args.sliding_window if self.layer_type == SLIDING else None
         self.q_size = args.num_heads * args.head_dim
         self.kv_size = args.num_kv_heads * args.head_dim
         bias = args.attention_bias
@@ -270,7 +269,7 @@ class Gemma3ForCausalLM(nn.Module):
     def kv_cache_specs(self) -> list[KVCacheSpec]:
         shape = (self.args.num_kv_heads, self.args.head_dim)
         return [
-            KVCacheSpec((shape, shape), self.args.sliding_window if t == _SLIDING else None)
+            KVCacheSpec((shape, shape), self.args.sliding_window if t == SLIDING else None)
             for t in self.args.layer_types
         ]
 

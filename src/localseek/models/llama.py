@@ -22,6 +22,7 @@ from localseek.models.layers import (
     build_rotary,
     rope_parameters,
 )
+from localseek.models.sliding_windows import layer_windows
 
 
 @dataclass(frozen=True)
@@ -82,22 +83,8 @@ def llama_args(cfg: Mapping, *, qkv_bias: bool | None = None) -> LlamaArgs:
         mlp_bias=bool(cfg.get("mlp_bias", False)),
         hidden_act=str(cfg.get("hidden_act", "silu")),
         rope=rope_parameters(cfg),
-        sliding_windows=_sliding_windows(cfg, num_layers),
+        sliding_windows=layer_windows(cfg, num_layers),
     )
-
-
-def _sliding_windows(cfg: Mapping, num_layers: int) -> tuple[int | None, ...]:
-    window = cfg.get("sliding_window")
-    if window is None or cfg.get("use_sliding_window") is False:
-        return (None,) * num_layers
-    window = int(window)
-    if cfg.get("layer_types"):
-        types = cfg["layer_types"]
-        return tuple(window if t == "sliding_attention" else None for t in types)
-    if "max_window_layers" in cfg:  # Qwen2: only the layers from max_window_layers on slide
-        first = int(cfg["max_window_layers"])
-        return tuple(window if i >= first else None for i in range(num_layers))
-    return (window,) * num_layers  # Mistral: every layer
 
 
 class LlamaAttention(nn.Module):

@@ -9,7 +9,9 @@ Rules (docs/plan.md explains them and compares with common rules of thumb):
   routers stay 16-bit (32-bit for fp32). fp8 adds one float32 scale per 128x128 block (as
   DeepSeek-V3 ships); int4 one 16-bit scale per 128 weights.
 - The KV cache is 16-bit (fp32 with --quant fp32). MLA caches kv_lora_rank + qk_rope_head_dim
-  values per token and layer; other models 2 x kv_heads x head_dim.
+  values per token and layer; other models 2 x kv_heads x head_dim. A sliding-window layer
+  (Gemma 3's local layers, Mistral, Qwen2 with use_sliding_window) holds at most the blocks its
+  window spans plus one per sequence: the engine gives older blocks back.
 - An accelerator gives 90% of its memory to weights + KV, as the engine's default
   kv_cache_memory_fraction; the rest holds the CUDA context, activations and fragmentation.
 """
@@ -30,6 +32,7 @@ from localseek.errors import (
     NotFoundError,
     UnsupportedModelError,
 )
+from localseek.models.sliding_windows import gemma3_layer_windows, layer_windows
 from localseek.ops.plan_inventory import (
     DENSE_ARCHITECTURES,
     MLA_ARCHITECTURES,
@@ -50,6 +53,7 @@ QUANT_BYTES: Mapping[str, float] = {
 FP8_BLOCK = 128  # DeepSeek-V3's weight_block_size: one float32 scale per 128x128 block
 USABLE_FRACTION = 0.9  # of each accelerator's memory, for weights + KV
 HOST_OVERHEAD_BYTES = 4 * GiB  # OS, Python, torch, tokenizer: added to the RAM figure
+KV_BLOCK_TOKENS = 16  # the engine's default block size: windows are held in whole blocks
 GPUS_PER_NODE = 8
 _CHECKPOINT_QUANT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
@@ -96,7 +100,9 @@ class Plan:
     weight_bytes: int
     kv_bytes_per_token: int
     kv_bytes_per_token_uncompressed: int | None  # MLA: what a full K/V cache would need
-    kv_bytes: int  # kv_bytes_per_token * context * concurrency
+    sliding_window: int | None  # tokens a sliding-window layer attends to; None: no such layer
+    window_layers: int  # how many layers slide (each holds at most window + 1 block of tokens)
+    kv_bytes: int  # per sequence: full layers x context + window layers x held; x concurrency
     total_bytes: int  # weight_bytes + kv_bytes: what the accelerators hold
     accelerators: tuple[AcceleratorFit, ...]
     ram_bytes: int  # to serve on CPU (weights + KV + host overhead); ample for GPU serving
@@ -131,7 +137,11 @@ def plan(
     groups = inventory(config, architecture)
     kv_per_token, kv_uncompressed = _kv_bytes_per_token(config, architecture, quant)
     weight_bytes = _stored_bytes(groups, quant, include_checkpoint_only=False)
-    kv_bytes = kv_per_token * context * concurrency
+    windows = _layer_windows(config, architecture)
+    per_layer = kv_per_token // len(windows)  # every layer caches the same per token
+    held = [context if w is None else min(context, _window_tokens(w)) for w in windows]
+    kv_bytes = per_layer * sum(held) * concurrency
+    sliding = [w for w in windows if w is not None]
     total = weight_bytes + kv_bytes
     return Plan(
         model=name,
@@ -145,6 +155,8 @@ def plan(
         weight_bytes=weight_bytes,
         kv_bytes_per_token=kv_per_token,
         kv_bytes_per_token_uncompressed=kv_uncompressed,
+        sliding_window=max(sliding) if sliding else None,
+        window_layers=len(sliding),
         kv_bytes=kv_bytes,
         total_bytes=total,
         accelerators=tuple(_fit(acc, total) for acc in ACCELERATORS),
@@ -258,6 +270,22 @@ def _kv_bytes_per_token(config: Mapping, architecture: str, quant: str) -> tuple
     return layers * 2 * kv_heads * head_dim * element, None
 
 
+def _layer_windows(config: Mapping, architecture: str) -> tuple[int | None, ...]:
+    """Each layer's sliding window in tokens, None for full attention (MLA: none slide)."""
+    layers = int(config["num_hidden_layers"])
+    if architecture in MLA_ARCHITECTURES:
+        return (None,) * layers
+    if architecture == "Gemma3ForCausalLM":
+        return gemma3_layer_windows(config, layers)
+    return layer_windows(config, layers)
+
+
+def _window_tokens(window: int) -> int:
+    """Tokens a window layer holds per sequence while decoding: the blocks a window can span
+    plus one (the block manager's bound, tests/engine/test_sliding_window_engine.py)."""
+    return (-(-window // KV_BLOCK_TOKENS) + 1) * KV_BLOCK_TOKENS
+
+
 def _fit(accelerator: Accelerator, total_bytes: int) -> AcceleratorFit:
     usable = int(accelerator.memory_bytes * USABLE_FRACTION)
     count = max(1, math.ceil(total_bytes / usable))
@@ -285,6 +313,15 @@ def _count(n: int) -> str:
     return f"{n / 1e9:,.2f} B" if n >= 1e9 else f"{n / 1e6:,.1f} M"
 
 
+def _window_lines(p: Plan) -> list[str]:
+    if p.sliding_window is None:
+        return []
+    return [
+        f"  sliding window   {p.window_layers} layers attend to {p.sliding_window:,} tokens "
+        f"and hold at most {_window_tokens(p.sliding_window):,} per sequence"
+    ]
+
+
 def format_plan(p: Plan) -> str:
     """A human-readable report of `p`: sizes, then one line per accelerator."""
     kv_note = ""
@@ -301,6 +338,7 @@ def format_plan(p: Plan) -> str:
         f"  parameters       {_count(p.params)}{active}",
         f"  weights          {_size(p.weight_bytes)}",
         f"  KV per token     {_size(p.kv_bytes_per_token)}{kv_note}",
+        *_window_lines(p),
         f"  KV for workload  {_size(p.kv_bytes)}",
         f"  weights + KV     {_size(p.total_bytes)}",
         f"  RAM              {_size(p.ram_bytes)} to serve on CPU (GPU serving needs far less)",

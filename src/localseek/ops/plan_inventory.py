@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 from localseek.errors import ModelLoadError
 
-DENSE_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
+DENSE_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "Qwen2ForCausalLM",
+    "MistralForCausalLM",
+    "Gemma3ForCausalLM",
+)
 MLA_ARCHITECTURES = ("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM")
 
 
@@ -47,7 +52,8 @@ def inventory(cfg: Mapping, architecture: str) -> list[TensorGroup]:
     """All tensors of the model `cfg` describes (architecture from DENSE_ or MLA_ARCHITECTURES)."""
     vocab, hidden = _int(cfg, "vocab_size"), _int(cfg, "hidden_size")
     groups = [TensorGroup((vocab, hidden), 1, False), TensorGroup((hidden,), 1, False)]
-    if not cfg.get("tie_word_embeddings", False):
+    gemma3 = architecture == "Gemma3ForCausalLM"  # ties its embeddings unless told otherwise
+    if not cfg.get("tie_word_embeddings", gemma3):
         groups.append(TensorGroup((vocab, hidden), 1, False))  # lm_head
     layers = _int(cfg, "num_hidden_layers")
     if architecture in MLA_ARCHITECTURES:
@@ -96,6 +102,11 @@ def _dense_layer(cfg: Mapping) -> list[TensorGroup]:
         groups += [TensorGroup((q,), 1, False), TensorGroup((kv,), 2, False)]
     if attention_bias and not qwen2:
         groups.append(TensorGroup((hidden,), 1, False))  # o_proj bias
+    if (cfg.get("architectures") or [""])[0] == "Gemma3ForCausalLM":
+        groups += [
+            TensorGroup((head_dim,), 2, False),  # q_norm / k_norm
+            TensorGroup((hidden,), 2, False),  # pre- / post-feedforward norms
+        ]
     return groups
 
 
