@@ -21,13 +21,18 @@ READ_AS_TENSOR = ("kv_b_proj",)
 
 
 def can_pack(weight: torch.Tensor) -> bool:
-    """Whether this weight can be packed: bf16, on the CPU, with oneDNN available."""
+    """Whether this weight can be packed: bf16, on a CPU where oneDNN runs bf16 natively.
+
+    Only there does F.linear itself run oneDNN's kernel, which is what makes the packed
+    results bitwise equal; elsewhere bf16 matmuls take another path and are left alone.
+    """
     return (
         weight.device.type == "cpu"
         and weight.dtype == torch.bfloat16
         and weight.dim() == 2
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
 
 
