@@ -159,7 +159,13 @@ def _dense_attention(q, k, v, context_len, scale, window, soft_cap):
 @pytest.mark.parametrize("window,soft_cap", [(None, None), (5, None), (None, 2.0), (3, 1.5)])
 @pytest.mark.parametrize("decode_only", [False, True])
 @pytest.mark.parametrize("group_bytes", [1 << 62, 1, 3072])  # one group, one per row, mixed
-def test_paged_attention_matches_dense(window, soft_cap, decode_only, group_bytes):
+@pytest.mark.parametrize("decode_path", ["torch", "native"])
+def test_paged_attention_matches_dense(
+    window, soft_cap, decode_only, group_bytes, decode_path, monkeypatch
+):
+    """Decode rows take the native kernel (kernels/) where it is built and the torch groups
+    otherwise; both must give the dense result, around prefill rows too."""
+    import localseek.models.attention as attention
     from localseek.models.attention import (
         AttentionMetadata,
         AttentionWorkspace,
@@ -167,8 +173,23 @@ def test_paged_attention_matches_dense(window, soft_cap, decode_only, group_byte
         write_kv,
     )
 
+    native_calls = []
+    if decode_path == "torch":
+        monkeypatch.setattr(attention, "decode_attention_kernel", lambda: None)
+    else:
+        kernel = attention.decode_attention_kernel()
+        if kernel is None:
+            pytest.skip("the native kernel is not available on this machine")
+
+        def spy(*args, **kwargs):
+            native_calls.append(args[0].shape)
+            return kernel(*args, **kwargs)
+
+        spy.handles = kernel.handles
+        monkeypatch.setattr(attention, "decode_attention_kernel", lambda: spy)
     gen = torch.Generator().manual_seed(0)
-    block_size, num_blocks, q_heads, kv_heads, dim = 4, 40, 6, 2, 8
+    block_size, num_blocks, q_heads, kv_heads = 4, 40, 6, 2
+    dim = 32 if decode_path == "native" else 8  # the kernel takes multiples of 16
     # (context_len, query_len) per sequence: decodes, a fresh prefill, a chunk over a cache.
     shapes = (
         [(9, 1), (1, 1), (17, 1), (6, 1)]
@@ -217,6 +238,8 @@ def test_paged_attention_matches_dense(window, soft_cap, decode_only, group_byte
         soft_cap=soft_cap,
     )
     torch.testing.assert_close(out, torch.cat(expected), atol=1e-5, rtol=1e-5)
+    # The kernel takes every decode row unless scores are soft-capped (torch path then).
+    assert bool(native_calls) == (decode_path == "native" and soft_cap is None)
 
 
 def test_old_and_new_rope_config_styles_agree():

@@ -85,6 +85,8 @@ def load_model(config: EngineConfig) -> LoadedModel:
     model.eval()
     _quantize(model, resolve_quantization(config.model.quantization, source))
     _pack(model)
+    if device.type == "cpu":
+        _native_attention()
     max_model_len = _max_model_len(config.model, model.max_model_len)
     bytes_per_token = ModelRunner.kv_bytes_per_token(model, dtype)
     layout = plan_kv_layout(model.kv_cache_specs())
@@ -162,6 +164,15 @@ def _pack(model: torch.nn.Module) -> None:
     packed = pack_linears(model)
     if packed:
         logger.info("Packed %d bf16 linears for oneDNN (same results, faster CPU matmuls)", packed)
+
+
+def _native_attention() -> None:
+    """Build (first run on this machine) or load the native decode-attention kernel now, so
+    the first request does not pay for it; without one, decoding uses the torch path."""
+    from localseek.models.attention import decode_attention_kernel
+
+    if decode_attention_kernel() is not None:
+        logger.info("decode attention: native paged kernel (kernels/paged_decode_attention.c)")
 
 
 def _max_model_len(config: ModelConfig, native: int) -> int:

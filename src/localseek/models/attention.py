@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from localseek.kernels.paged_attention import decode_attention_kernel
+
 
 @dataclass(frozen=True)
 class KVCacheSpec:
@@ -163,6 +165,7 @@ class _DecodeBatch:
     """The step's single-query sequences, split into groups for the padded path."""
 
     rows: torch.Tensor | None  # [n] their query rows in q; None when every row decodes
+    seq_index: torch.Tensor | None  # [n] their sequences; None when every sequence decodes
     groups: tuple[_DecodeGroup, ...]
 
 
@@ -182,16 +185,19 @@ def _decode_batch(meta: AttentionMetadata, block_size: int, kv_bytes: int) -> _D
     def build() -> _DecodeBatch | None:
         if meta.is_decode_only:
             seqs = list(range(len(meta.query_lens_list)))
-            rows = None
+            rows = seq_index = None
         else:
             seqs = [i for i, n in enumerate(meta.query_lens_list) if n == 1]
             if not seqs:
                 return None
             starts = _query_starts(meta)
             rows = torch.tensor([starts[i] for i in seqs], device=meta.block_tables.device)
+            seq_index = torch.tensor(seqs, device=meta.block_tables.device)
         budget = meta.decode_group_bytes // max(1, kv_bytes)  # padded context tokens per group
         groups = _plan_groups([meta.context_lens_list[i] for i in seqs], block_size, budget)
-        return _DecodeBatch(rows, tuple(_group(meta, seqs, g, block_size) for g in groups))
+        return _DecodeBatch(
+            rows, seq_index, tuple(_group(meta, seqs, g, block_size) for g in groups)
+        )
 
     return _memo(meta, ("decode", block_size, kv_bytes), build)
 
@@ -261,12 +267,26 @@ def _decode_attention(
     opts: _Opts,
 ) -> torch.Tensor:
     """One query per sequence: q [n, q_heads, d] -> [n, q_heads, v_dim]."""
+    scale, sliding_window, soft_cap = opts
+    kernel = decode_attention_kernel() if q.device.type == "cpu" else None
+    if kernel is not None and soft_cap is None and kernel.handles(q, k_cache, v_cache):
+        # Straight from the paged cache: no gathered copy, no mask (kernels/).
+        tables, lens = _memo(meta, ("native", id(batch)), lambda: _native_inputs(meta, batch))
+        return kernel(q, k_cache, v_cache, tables, lens, scale, sliding_window)
     if len(batch.groups) == 1:
         return _attend_group(q, k_cache, v_cache, meta, batch.groups[0], opts)
     out = q.new_empty(q.shape[0], q.shape[1], v_cache.shape[-1])
     for group in batch.groups:
         out[group.rows] = _attend_group(q[group.rows], k_cache, v_cache, meta, group, opts)
     return out
+
+
+def _native_inputs(meta: AttentionMetadata, batch: _DecodeBatch) -> tuple[torch.Tensor, ...]:
+    """The decode rows' block tables [n, max_blocks] and context lengths [n], int32."""
+    tables, lens = meta.block_tables, meta.context_lens
+    if batch.seq_index is not None:
+        tables, lens = tables[batch.seq_index], lens[batch.seq_index]
+    return tables.to(torch.int32).contiguous(), lens.to(torch.int32).contiguous()
 
 
 def _attend_group(

@@ -1,0 +1,93 @@
+"""Compile a kernel's C source once per machine and load it with ctypes.
+
+The sources are small, plain C with AVX-512 intrinsics and OpenMP: a compiler builds one in
+well under a second, so there is no build step at install time. The shared object is cached
+under `$LOCALSEEK_CACHE_DIR` (default `~/.cache/localseek`) by a hash of the source, flags and
+compiler, written atomically, so concurrent processes and upgrades are safe. Its OpenMP
+runtime is torch's own: the object asks for libgomp.so.1 by SONAME, which torch has already
+loaded, so both share one thread pool and torch's thread count.
+
+Anything missing (no compiler, no AVX-512, a failed build, LOCALSEEK_NATIVE_KERNELS=0) returns
+None with the reason logged once; callers then use their torch implementation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512dq", "-fopenmp", "-shared", "-fPIC")
+LIBS = ("-lm",)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("LOCALSEEK_CACHE_DIR")
+    if root:
+        return Path(root) / "kernels"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "localseek" / "kernels"
+
+
+def unavailable_reason() -> str | None:
+    """Why native kernels cannot run in this process, or None when they can."""
+    if os.environ.get("LOCALSEEK_NATIVE_KERNELS", "1").strip() in ("0", "false", "no"):
+        return "disabled by LOCALSEEK_NATIVE_KERNELS"
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return f"only built for Linux x86-64, this is {platform.system()} {platform.machine()}"
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    if "AVX512" not in capability and "AMX" not in capability:
+        return f"the CPU lacks AVX-512 (torch reports {capability})"
+    if _compiler() is None:
+        return "no C compiler (set CC, or install gcc)"
+    return None
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+@functools.cache
+def load(name: str) -> ctypes.CDLL | None:
+    """The compiled kernels/`name`.c, or None (reason logged) when it cannot be had."""
+    reason = unavailable_reason()
+    if reason is None:
+        try:
+            return ctypes.CDLL(str(_build(name)))
+        except (OSError, subprocess.SubprocessError) as exc:
+            reason = f"building it failed: {exc}"
+    logger.info("native kernel %s not used (%s); using the torch implementation", name, reason)
+    return None
+
+
+def _build(name: str) -> Path:
+    source = resources.files("localseek.kernels").joinpath(f"{name}.c").read_bytes()
+    compiler = _compiler()
+    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), compiler.encode()]))
+    target = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src = Path(tmp) / f"{name}.c"
+        src.write_bytes(source)
+        built = Path(tmp) / target.name
+        cmd = [compiler, *FLAGS, str(src), "-o", str(built), *LIBS]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise subprocess.SubprocessError(result.stderr.strip()[-2000:])
+        os.replace(built, target)  # atomic: a concurrent build of the same key wins harmlessly
+    logger.info("built native kernel %s -> %s", name, target)
+    return target

@@ -1,0 +1,63 @@
+"""The native paged decode-attention kernel against a dense float64 reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from localseek.kernels.paged_attention import decode_attention_kernel
+
+kernel = decode_attention_kernel()
+pytestmark = pytest.mark.skipif(kernel is None, reason="native kernels unavailable here")
+
+
+def _dense(q, k_cache, v_cache, tables, lens, scale, window):
+    """float64 attention of each q row over its sequence's first lens[s] cached tokens."""
+    block_size, kv_heads = k_cache.shape[1], k_cache.shape[2]
+    outs = []
+    for s in range(q.shape[0]):
+        length = int(lens[s])
+        blocks = tables[s, : -(-length // block_size)].long()
+        k = k_cache[blocks].flatten(0, 1)[:length].double()  # [L, kv_heads, d]
+        v = v_cache[blocks].flatten(0, 1)[:length].double()
+        start = max(0, length - window) if window else 0
+        k, v = k[start:], v[start:]
+        qs = q[s].double().view(kv_heads, -1, q.shape[-1])  # [kv_heads, group, d]
+        probs = (torch.einsum("hgd,lhd->hgl", qs, k) * scale).softmax(-1)
+        outs.append(torch.einsum("hgl,lhd->hgd", probs, v).reshape(q.shape[1], -1))
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)]
+)  # bf16: the output is rounded to bf16
+@pytest.mark.parametrize("window", [None, 1, 30])
+@pytest.mark.parametrize(
+    ("q_heads", "kv_heads", "dim", "v_dim"), [(4, 1, 256, 256), (6, 2, 32, 48)]
+)
+def test_kernel_matches_dense_attention(dtype, tol, window, q_heads, kv_heads, dim, v_dim):
+    """Demo-model shapes (4 query heads on 1 KV head of 256) and a GQA case with a different
+    value width; contexts from one token to several blocks, blocks scattered in the pool."""
+    gen = torch.Generator().manual_seed(dim + (window or 0))
+    block_size, num_blocks = 16, 64
+    k_cache = torch.randn(num_blocks, block_size, kv_heads, dim, generator=gen).to(dtype)
+    v_cache = torch.randn(num_blocks, block_size, kv_heads, v_dim, generator=gen).to(dtype)
+    lens = torch.tensor([1, 16, 17, 100, 250], dtype=torch.int32)
+    tables = torch.stack([torch.randperm(num_blocks, generator=gen)[:20] for _ in lens])
+    q = torch.randn(len(lens), q_heads, dim, generator=gen).to(dtype)
+    scale = dim**-0.5
+    out = kernel(q, k_cache, v_cache, tables.to(torch.int32), lens, scale, window)
+    assert out.shape == (len(lens), q_heads, v_dim) and out.dtype == dtype
+    expected = _dense(q, k_cache, v_cache, tables, lens, scale, window)
+    torch.testing.assert_close(out.double(), expected, atol=tol, rtol=tol)
+
+
+def test_shapes_the_kernel_cannot_take_are_declined():
+    q = torch.zeros(2, 4, 8)
+    cache = torch.zeros(4, 16, 1, 8)
+    assert not kernel.handles(q, cache, cache)  # head_dim not a multiple of 16
+    q, cache = torch.zeros(2, 4, 32), torch.zeros(4, 16, 1, 32)
+    assert kernel.handles(q, cache, cache)
+    assert not kernel.handles(q.half(), cache.half(), cache.half())  # fp16: torch path
+    assert not kernel.handles(q, cache.transpose(0, 1), cache)  # not contiguous
+    assert not kernel.handles(torch.zeros(2, 3, 32), torch.zeros(4, 16, 2, 32), cache)  # 3 % 2
