@@ -23,6 +23,7 @@ from torch import nn
 
 from localseek.config import QUANTIZATION_METHODS
 from localseek.errors import ConfigError
+from localseek.kernels.int8_matvec import int8_matvec_kernel
 from localseek.models.packed_linear import (
     READ_AS_TENSOR,
     can_pack,
@@ -126,6 +127,15 @@ def _int8_dequant(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
 def _int8_w8a16(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
     """CPU: activations stay in their float dtype, weights dequantized inside the kernel."""
     return torch._weight_int8pack_mm(x * m.balance8_act, m.q8, m.scale8_act)
+
+
+def _int8_native(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    """CPU, 1-4 rows: the native int8 matvec (kernels/int8_matvec.c); w8a16 where it is not
+    built or the shape does not suit it. Same weights and scales as w8a16, float32 sums."""
+    kernel = int8_matvec_kernel()
+    if kernel is None or not kernel.handles(x, m.q8):
+        return _int8_w8a16(m, x)
+    return kernel(x.float() * m.balance8, m.q8, m.scale8).to(x.dtype)
 
 
 def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,6 +251,7 @@ KERNELS: dict[str, Kernel] = {
     "dense": Kernel(_dense, "dense", cpu_only=False),
     "int8_dequant": Kernel(_int8_dequant, "int8", cpu_only=False),
     "int8_w8a16": Kernel(_int8_w8a16, "int8", cpu_only=True),
+    "int8_native": Kernel(_int8_native, "int8", cpu_only=True),
     "int8_w8a8": Kernel(_int8_w8a8, "int8", cpu_only=True),
     "int8_onednn": Kernel(_int8_onednn, "int8_onednn", cpu_only=True),
     "int4_dequant": Kernel(_int4_dequant, "int4", cpu_only=False),
@@ -371,10 +382,13 @@ def default_plan(method: str, vocab: bool, fast_kernels: bool) -> Plan:
       lm_head 262144x640: M=1 13.6 / 14 / 9.4 / 4.9;  M=4 12.5 / - / 9.2 / 8.5;
         M=5 12.1 / - / 8.6 / 16.6;  M=16 19.1 / 69 / 12.1 / 33;  M=64 64 / - / 50 / -
       layer 4096x640: M=1 0.068 / 0.08 / 0.086 / 0.08;  M=16 0.22 / 0.62 / 0.15 / 0.53
+      a decode step's 72 layer matvecs at M=1 (weights from memory): w8a16 7.9-8.5,
+        native int8 6.7-6.8; in the demo's batch-1 step 24.0 -> 19.7 (best of 8 rounds)
     The vocabulary projection runs int4 up to 4 rows and oneDNN int8 above, and with the
     fast kernels its top REFINE_TOP outputs per row are recomputed from the dense weight (see
-    quantize_model), so greedy and sampled choices see exact logits. Layers run w8a16 (or
-    int4 for `int4`) up to 4 rows and their packed bf16 weight above: exact where batches are
+    quantize_model), so greedy and sampled choices see exact logits. Layers run the native
+    int8 matvec (kernels/int8_matvec.c; torch's w8a16 where it is not built), or int4 for
+    `int4`, up to 4 rows and their packed bf16 weight above: exact where batches are
     large enough to pay for it (oneDNN int8 with one activation scale per call would cost
     layers accuracy). int4 layers are not exact: requantizing the demo GGUF's 5-bit weights
     to 4 bits costs top-1 agreement. Without the CPU kernels every linear dequantizes per call.
@@ -384,7 +398,11 @@ def default_plan(method: str, vocab: bool, fast_kernels: bool) -> Plan:
     if vocab:
         above = "int8_onednn" if onednn_int8_available() else "int8_w8a8"
         return ((4, "int4_w4a16"), (ANY_ROWS, above))
-    return ((4, "int4_w4a16" if method == "int4" else "int8_w8a16"), (ANY_ROWS, "dense"))
+    if method == "int4":
+        few = "int4_w4a16"
+    else:
+        few = "int8_native" if int8_matvec_kernel() is not None else "int8_w8a16"
+    return ((4, few), (ANY_ROWS, "dense"))
 
 
 def _feasible(plan: Plan, linear: nn.Linear, group_size: int) -> Plan:
@@ -393,11 +411,14 @@ def _feasible(plan: Plan, linear: nn.Linear, group_size: int) -> Plan:
     int4 needs K in whole groups and N in multiples of 16; `_weight_int8pack_mm` silently
     returns wrong values, different on every call, when K is not a multiple of 16 (found on a
     tiny DeepSeek, whose q_b_proj has K=24): such linears take the int8 W8A8 kernel instead.
+    The native int8 matvec needs K in multiples of 64.
     """
     n, k = linear.weight.shape
     swap = {}
     if k % 16:
         swap["int8_w8a16"] = "int8_w8a8"
+    if k % 64:  # the native matvec reads 64 inputs at a time
+        swap["int8_native"] = swap.get("int8_w8a16", "int8_w8a16")
     if k % group_size or n % 16:
         swap["int4_w4a16"] = swap.get("int8_w8a16", "int8_w8a16")
         swap["int4_dequant"] = "int8_dequant"
