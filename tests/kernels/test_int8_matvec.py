@@ -25,12 +25,24 @@ def test_matvec_matches_float64(rows, n, k):
     torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_bf16_activations_with_a_balance_come_back_in_bf16():
+    gen = torch.Generator().manual_seed(5)
+    q8 = torch.randint(-127, 128, (256, 640), generator=gen, dtype=torch.int8)
+    scale, balance = torch.rand(256, generator=gen) * 0.01, torch.rand(640, generator=gen) + 0.5
+    x = torch.randn(2, 640, generator=gen).bfloat16()
+    y = kernel(x, q8, scale, balance)
+    assert y.dtype == torch.bfloat16
+    expected = ((x.double() * balance.double()) @ q8.double().T) * scale.double()
+    torch.testing.assert_close(y.double(), expected, rtol=1e-2, atol=1e-2)  # bf16 rounding
+
+
 def test_shapes_it_cannot_take_are_declined():
     q8 = torch.zeros(8, 64, dtype=torch.int8)
     assert kernel.handles(torch.zeros(4, 64), q8)
     assert not kernel.handles(torch.zeros(5, 64), q8)  # more than 4 rows
     assert not kernel.handles(torch.zeros(1, 48), torch.zeros(8, 48, dtype=torch.int8))  # K % 64
     assert not kernel.handles(torch.zeros(1, 64), q8.t().contiguous().t())  # not contiguous
+    assert not kernel.handles(torch.zeros(1, 64, dtype=torch.float16), q8)  # fp16
 
 
 def test_int8_layers_decode_through_it(monkeypatch):
