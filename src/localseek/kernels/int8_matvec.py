@@ -42,9 +42,10 @@ class Int8MatvecKernel:
         q8: torch.Tensor,
         scale: torch.Tensor,
         balance: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | None:
         """x [M, K] float32 or bf16, q8 [N, K] int8, scale [N] float32, balance [K] float32
-        or None -> (x * balance) @ (q8 * scale[:, None]).T, [M, N] in x's dtype."""
+        or None -> (x * balance) @ (q8 * scale[:, None]).T, [M, N] in x's dtype; None if the
+        kernel refused (shapes `handles` rejects, or no memory for its activation copy)."""
         x = x.contiguous()
         rows, n = x.shape[0], q8.shape[0]
         y = x.new_empty(rows, n)
@@ -52,9 +53,7 @@ class Int8MatvecKernel:
             q8.data_ptr(), scale.data_ptr(), 0 if balance is None else balance.data_ptr(),
             x.data_ptr(), y.data_ptr(), rows, n, q8.shape[1], _DTYPES[x.dtype],
         )  # fmt: skip
-        if status:
-            raise ValueError(f"int8_matvec refused x {tuple(x.shape)}, weight {tuple(q8.shape)}")
-        return y
+        return None if status else y
 
 
 @functools.cache

@@ -53,9 +53,10 @@ class DecodeAttentionKernel:
         context_lens: torch.Tensor,
         scale: float,
         sliding_window: int | None,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | None:
         """q [S, q_heads, d]; caches [blocks, block_size, kv_heads, d|v_dim]; block_tables
-        [S, max_blocks] int32; context_lens [S] int32 -> [S, q_heads, v_dim] in q's dtype."""
+        [S, max_blocks] int32; context_lens [S] int32 -> [S, q_heads, v_dim] in q's dtype, or
+        None if the kernel refused the shapes (see `handles`)."""
         q = q.contiguous()
         tables = block_tables.to(torch.int32).contiguous()
         lens = context_lens.to(torch.int32).contiguous()
@@ -67,9 +68,7 @@ class DecodeAttentionKernel:
             lens.data_ptr(), out.data_ptr(), seqs, q_heads, kv_heads, head_dim, v_dim,
             block_size, tables.shape[1], sliding_window or 0, scale, _DTYPES[q.dtype],
         )  # fmt: skip
-        if status:
-            raise ValueError(f"paged_decode_attention refused q {tuple(q.shape)}")
-        return out
+        return None if status else out
 
 
 @functools.cache

@@ -272,7 +272,9 @@ def _decode_attention(
     if kernel is not None and soft_cap is None and kernel.handles(q, k_cache, v_cache):
         # Straight from the paged cache: no gathered copy, no mask (kernels/).
         tables, lens = _memo(meta, ("native", id(batch)), lambda: _native_inputs(meta, batch))
-        return kernel(q, k_cache, v_cache, tables, lens, scale, sliding_window)
+        out = kernel(q, k_cache, v_cache, tables, lens, scale, sliding_window)
+        if out is not None:
+            return out
     if len(batch.groups) == 1:
         return _attend_group(q, k_cache, v_cache, meta, batch.groups[0], opts)
     out = q.new_empty(q.shape[0], q.shape[1], v_cache.shape[-1])

@@ -133,9 +133,8 @@ def _int8_native(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
     """CPU, 1-4 rows: the native int8 matvec (kernels/int8_matvec.c); w8a16 where it is not
     built or the shape does not suit it. Same weights and scales as w8a16, float32 sums."""
     kernel = int8_matvec_kernel()
-    if kernel is None or not kernel.handles(x, m.q8):
-        return _int8_w8a16(m, x)
-    return kernel(x, m.q8, m.scale8, m.balance8)  # balance and dtype handled in C
+    y = kernel(x, m.q8, m.scale8, m.balance8) if kernel and kernel.handles(x, m.q8) else None
+    return _int8_w8a16(m, x) if y is None else y  # balance and dtype handled in C
 
 
 def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
