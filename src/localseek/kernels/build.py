@@ -2,8 +2,8 @@
 
 The sources are small, plain C with AVX-512 intrinsics and OpenMP: a compiler builds one in
 well under a second, so there is no build step at install time. The shared object is cached
-under `$LOCALSEEK_CACHE_DIR` (default `~/.cache/localseek`) by a hash of the source, flags and
-compiler, written atomically, so concurrent processes and upgrades are safe. Its OpenMP
+under `$LOCALSEEK_CACHE_DIR` (default `~/.cache/localseek`) by a hash of the source, the
+package's headers, flags and compiler, written atomically, so concurrent processes and upgrades are safe. Its OpenMP
 runtime is torch's own: the object asks for libgomp.so.1 by SONAME, which torch has already
 loaded, so both share one thread pool and torch's thread count.
 
@@ -73,9 +73,12 @@ def load(name: str) -> ctypes.CDLL | None:
 
 
 def _build(name: str) -> Path:
-    source = resources.files("localseek.kernels").joinpath(f"{name}.c").read_bytes()
+    package = resources.files("localseek.kernels")
+    source = package.joinpath(f"{name}.c").read_bytes()
+    headers = {e.name: e.read_bytes() for e in package.iterdir() if e.name.endswith(".h")}
     compiler = _compiler()
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), compiler.encode()]))
+    parts = [source, *(headers[h] for h in sorted(headers)), " ".join(FLAGS).encode()]
+    key = hashlib.sha256(b"\0".join([*parts, compiler.encode()]))
     target = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
@@ -83,6 +86,8 @@ def _build(name: str) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src = Path(tmp) / f"{name}.c"
         src.write_bytes(source)
+        for header, text in headers.items():  # included as "name.h", next to the source
+            (Path(tmp) / header).write_bytes(text)
         built = Path(tmp) / target.name
         cmd = [compiler, *FLAGS, str(src), "-o", str(built), *LIBS]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

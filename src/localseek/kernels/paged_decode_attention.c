@@ -12,6 +12,8 @@
  * Returns 0, or 1 for shapes it does not handle (the caller uses its torch path).
  */
 #include <immintrin.h>
+
+#include "bf16.h"
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -23,14 +25,6 @@ static inline __m512 load16(const void *p, int bf16) {
     if (!bf16) return _mm512_loadu_ps((const float *)p);
     __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
-}
-
-static inline uint16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* NaN */
-    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even, as torch does */
-    return (uint16_t)(u >> 16);
 }
 
 static void attend_one(const char *q, const char *k_cache, const char *v_cache,
