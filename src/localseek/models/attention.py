@@ -132,8 +132,7 @@ def paged_attention(
     """
     scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
     opts: _Opts = (scale, sliding_window, soft_cap)
-    kv_bytes = (k_cache[0, 0].numel() + v_cache[0, 0].numel()) * k_cache.element_size()
-    decode = _decode_batch(meta, k_cache.shape[1], kv_bytes)
+    decode = _decode_batch(meta)
     if meta.is_decode_only:
         return _decode_attention(q, k_cache, v_cache, meta, decode, opts)
     out = q.new_empty(q.shape[0], q.shape[1], v_cache.shape[-1])
@@ -162,11 +161,11 @@ class _DecodeGroup:
 
 @dataclass(frozen=True)
 class _DecodeBatch:
-    """The step's single-query sequences, split into groups for the padded path."""
+    """The step's single-query sequences (the padded torch path splits them into groups)."""
 
+    seqs: list[int]  # their sequence indices, in row order
     rows: torch.Tensor | None  # [n] their query rows in q; None when every row decodes
-    seq_index: torch.Tensor | None  # [n] their sequences; None when every sequence decodes
-    groups: tuple[_DecodeGroup, ...]
+    seq_index: torch.Tensor | None  # [n] seqs as a tensor; None when every sequence decodes
 
 
 def _memo(meta: AttentionMetadata, key: tuple, build):
@@ -179,27 +178,36 @@ def _query_starts(meta: AttentionMetadata) -> list[int]:
     return _memo(meta, ("starts",), lambda: [0, *itertools.accumulate(meta.query_lens_list)])
 
 
-def _decode_batch(meta: AttentionMetadata, block_size: int, kv_bytes: int) -> _DecodeBatch | None:
-    """Decode rows grouped by context length; `kv_bytes`: K+V bytes one context token reads."""
+def _decode_batch(meta: AttentionMetadata) -> _DecodeBatch | None:
+    """The step's decoding sequences, or None when none decodes."""
 
     def build() -> _DecodeBatch | None:
         if meta.is_decode_only:
-            seqs = list(range(len(meta.query_lens_list)))
-            rows = seq_index = None
-        else:
-            seqs = [i for i, n in enumerate(meta.query_lens_list) if n == 1]
-            if not seqs:
-                return None
-            starts = _query_starts(meta)
-            rows = torch.tensor([starts[i] for i in seqs], device=meta.block_tables.device)
-            seq_index = torch.tensor(seqs, device=meta.block_tables.device)
-        budget = meta.decode_group_bytes // max(1, kv_bytes)  # padded context tokens per group
-        groups = _plan_groups([meta.context_lens_list[i] for i in seqs], block_size, budget)
-        return _DecodeBatch(
-            rows, seq_index, tuple(_group(meta, seqs, g, block_size) for g in groups)
-        )
+            return _DecodeBatch(list(range(len(meta.query_lens_list))), None, None)
+        seqs = [i for i, n in enumerate(meta.query_lens_list) if n == 1]
+        if not seqs:
+            return None
+        starts = _query_starts(meta)
+        device = meta.block_tables.device
+        rows = torch.tensor([starts[i] for i in seqs], device=device)
+        return _DecodeBatch(seqs, rows, torch.tensor(seqs, device=device))
 
-    return _memo(meta, ("decode", block_size, kv_bytes), build)
+    return _memo(meta, ("decode",), build)
+
+
+def _decode_groups(
+    meta: AttentionMetadata, batch: _DecodeBatch, block_size: int, kv_bytes: int
+) -> tuple[_DecodeGroup, ...]:
+    """The decode rows grouped by context length for the padded torch path; `kv_bytes`: K+V
+    bytes one context token reads. Built only when that path runs (not for the kernel)."""
+
+    def build() -> tuple[_DecodeGroup, ...]:
+        budget = meta.decode_group_bytes // max(1, kv_bytes)  # padded context tokens per group
+        lens = [meta.context_lens_list[i] for i in batch.seqs]
+        groups = _plan_groups(lens, block_size, budget)
+        return tuple(_group(meta, batch.seqs, g, block_size) for g in groups)
+
+    return _memo(meta, ("decode_groups", block_size, kv_bytes), build)
 
 
 def _plan_groups(lens: list[int], block_size: int, budget_tokens: int) -> list[list[int]]:
@@ -275,10 +283,12 @@ def _decode_attention(
         out = kernel(q, k_cache, v_cache, tables, lens, scale, sliding_window)
         if out is not None:
             return out
-    if len(batch.groups) == 1:
-        return _attend_group(q, k_cache, v_cache, meta, batch.groups[0], opts)
+    kv_bytes = (k_cache[0, 0].numel() + v_cache[0, 0].numel()) * k_cache.element_size()
+    groups = _decode_groups(meta, batch, k_cache.shape[1], kv_bytes)
+    if len(groups) == 1:
+        return _attend_group(q, k_cache, v_cache, meta, groups[0], opts)
     out = q.new_empty(q.shape[0], q.shape[1], v_cache.shape[-1])
-    for group in batch.groups:
+    for group in groups:
         out[group.rows] = _attend_group(q[group.rows], k_cache, v_cache, meta, group, opts)
     return out
 
