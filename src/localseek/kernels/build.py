@@ -25,7 +25,12 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+import torch
+
 logger = logging.getLogger(__name__)
+
+# The element-type argument the kernels take (see bf16.h).
+DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1}
 
 FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512dq", "-fopenmp", "-shared", "-fPIC")
 LIBS = ("-lm",)
@@ -45,8 +50,6 @@ def unavailable_reason() -> str | None:
         return "disabled by LOCALSEEK_NATIVE_KERNELS"
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return f"only built for Linux x86-64, this is {platform.system()} {platform.machine()}"
-    import torch
-
     capability = torch.backends.cpu.get_cpu_capability()
     if "AVX512" not in capability and "AMX" not in capability:
         return f"the CPU lacks AVX-512 (torch reports {capability})"
@@ -70,6 +73,18 @@ def load(name: str) -> ctypes.CDLL | None:
             reason = f"building it failed: {exc}"
     logger.info("native kernel %s not used (%s); using the torch implementation", name, reason)
     return None
+
+
+def bind(name: str, symbol: str, argtypes: list) -> ctypes._CFuncPtr | None:
+    """Kernel file `name`'s C function `symbol`, typed (every kernel returns an int status),
+    or None when the kernel cannot be had (see load)."""
+    lib = load(name)
+    if lib is None:
+        return None
+    fn = getattr(lib, symbol)
+    fn.argtypes = argtypes
+    fn.restype = ctypes.c_int
+    return fn
 
 
 def _build(name: str) -> Path:

@@ -12,24 +12,23 @@ import functools
 
 import torch
 
-from localseek.kernels.build import load
+from localseek.kernels.build import DTYPE_CODES, bind
 
 MAX_ROWS = 4
-_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+_ARGTYPES = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int]
 
 
 class Int8MatvecKernel:
-    def __init__(self, lib: ctypes.CDLL):
-        fn = lib.localseek_int8_matvec
-        fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int]
-        fn.restype = ctypes.c_int
-        self._fn = fn
+    """Callable: (x * balance) @ (q8 * scale).T for 1-4 rows of x."""
+
+    def __init__(self, fn: ctypes._CFuncPtr):
+        self._fn = fn  # localseek_int8_matvec, typed by bind
 
     @staticmethod
     def handles(x: torch.Tensor, q8: torch.Tensor) -> bool:
         return (
             x.device.type == "cpu"
-            and x.dtype in _DTYPES
+            and x.dtype in DTYPE_CODES
             and 1 <= x.shape[0] <= MAX_ROWS
             and q8.dtype == torch.int8
             and q8.is_contiguous()
@@ -51,12 +50,12 @@ class Int8MatvecKernel:
         y = x.new_empty(rows, n)
         status = self._fn(
             q8.data_ptr(), scale.data_ptr(), 0 if balance is None else balance.data_ptr(),
-            x.data_ptr(), y.data_ptr(), rows, n, q8.shape[1], _DTYPES[x.dtype],
+            x.data_ptr(), y.data_ptr(), rows, n, q8.shape[1], DTYPE_CODES[x.dtype],
         )  # fmt: skip
         return None if status else y
 
 
 @functools.cache
 def int8_matvec_kernel() -> Int8MatvecKernel | None:
-    lib = load("int8_matvec")
-    return None if lib is None else Int8MatvecKernel(lib)
+    fn = bind("int8_matvec", "localseek_int8_matvec", _ARGTYPES)
+    return None if fn is None else Int8MatvecKernel(fn)

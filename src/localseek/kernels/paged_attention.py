@@ -12,26 +12,23 @@ import functools
 
 import torch
 
-from localseek.kernels.build import load
+from localseek.kernels.build import DTYPE_CODES, bind
 
-_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
+_ARGTYPES = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 8 + [ctypes.c_float, ctypes.c_int]
 
 
 class DecodeAttentionKernel:
     """Callable: attention of one query row per sequence over its paged K/V."""
 
-    def __init__(self, lib: ctypes.CDLL):
-        fn = lib.localseek_paged_decode_attention
-        fn.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 8 + [ctypes.c_float, ctypes.c_int]
-        fn.restype = ctypes.c_int
-        self._fn = fn
+    def __init__(self, fn: ctypes._CFuncPtr):
+        self._fn = fn  # localseek_paged_decode_attention, typed by bind
 
     @staticmethod
     def handles(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
         """Whether these tensors fit the kernel (else the caller's torch path runs)."""
         return (
             q.device.type == "cpu"
-            and q.dtype in _DTYPES
+            and q.dtype in DTYPE_CODES
             and k_cache.dtype == q.dtype == v_cache.dtype
             and k_cache.dim() == 4
             and k_cache.is_contiguous()
@@ -66,12 +63,12 @@ class DecodeAttentionKernel:
         status = self._fn(
             q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), tables.data_ptr(),
             lens.data_ptr(), out.data_ptr(), seqs, q_heads, kv_heads, head_dim, v_dim,
-            block_size, tables.shape[1], sliding_window or 0, scale, _DTYPES[q.dtype],
+            block_size, tables.shape[1], sliding_window or 0, scale, DTYPE_CODES[q.dtype],
         )  # fmt: skip
         return None if status else out
 
 
 @functools.cache
 def decode_attention_kernel() -> DecodeAttentionKernel | None:
-    lib = load("paged_decode_attention")
-    return None if lib is None else DecodeAttentionKernel(lib)
+    fn = bind("paged_decode_attention", "localseek_paged_decode_attention", _ARGTYPES)
+    return None if fn is None else DecodeAttentionKernel(fn)
