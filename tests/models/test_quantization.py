@@ -16,16 +16,16 @@ from localseek.errors import ConfigError
 from localseek.models.quantization import (
     ANY_ROWS,
     KERNELS,
-    REFINE_TOP,
     QuantizedEmbedding,
     QuantizedLinear,
-    _dequantize_int4,
+    quantize_model,
+)
+from localseek.models.top_refine import REFINE_TOP
+from localseek.models.weight_quantizers import (
+    dequantize_int4,
     input_balance,
     quantize_int4,
     quantize_int8,
-    quantize_model,
-    refine_top,
-    top_candidates,
 )
 
 PROMPT = [(i * 37 + 11) % 440 for i in range(29)]
@@ -69,9 +69,9 @@ def test_every_kernel_computes_the_stored_weights(weight, kernel, rows):
         q8, scale8 = quantize_int8(weight, input_balance(weight))
         stored = q8.float() * scale8[:, None] * input_balance(weight)[None, :]
     elif storage == "int4":
-        stored = _dequantize_int4(linear.q4, linear.scale_zero4)
+        stored = dequantize_int4(linear.q4, linear.scale_zero4)
     else:  # the CPU int4 packing is opaque: check against the same values unpacked plainly
-        stored = _dequantize_int4(*quantize_int4(weight))
+        stored = dequantize_int4(*quantize_int4(weight))
     expected = x @ stored.T
     # W8A8 also rounds the activations (residual-corrected up to 4 rows; oneDNN's with one
     # scale for the whole call); the rest differ only in summation order.
@@ -153,31 +153,6 @@ def test_quantized_model_logits_stay_close(tiny_dir, reference_logits, method, b
     logits = stepwise_logits(model, PROMPT, [20, 1, 1, 1, 6])
     error = _relative_error(logits, reference_logits)
     assert 0 < error < bound
-
-
-def test_top_candidates_are_the_largest_entries_of_each_row():
-    """The block-wise search (rows of 8192 = 16 x 8 candidates x 64-wide blocks) finds the same
-    set as topk, also when the winners crowd into one block or sit in the last one."""
-    torch.manual_seed(1)
-    y = torch.randn(4, 8192)
-    y[1, 64:72] += 10  # all 8 winners in one block
-    y[2, -8:] += 10  # in the last block
-    y[3, ::1024] += 10  # one per distant block
-    found = top_candidates(y, 8).sort(dim=-1).values
-    assert torch.equal(found, y.topk(8, dim=-1).indices.sort(dim=-1).values)
-    assert found[1].tolist() == list(range(64, 72))
-
-
-def test_refine_top_makes_the_largest_outputs_exact_and_leaves_the_rest():
-    torch.manual_seed(2)
-    weight, x = torch.randn(8192, 32).bfloat16(), torch.randn(3, 32).bfloat16()
-    exact = x.float() @ weight.float().T  # [3, 8192]
-    approx = exact + torch.randn_like(exact) * 0.05  # a quantized kernel's error
-    refined = refine_top(weight, x, approx.clone(), 16)
-    changed = refined != approx
-    assert (changed.sum(dim=-1) == 16).all()  # exactly r per row rewritten ...
-    torch.testing.assert_close(refined[changed], exact[changed])  # ... to the exact value
-    assert torch.equal(refined.argmax(-1), exact.argmax(-1))
 
 
 def test_refined_vocab_projection_keeps_every_greedy_choice(tiny_dir, reference_logits):

@@ -2,9 +2,11 @@
 
 `quantize_model` rewrites a model from outside (the model files know nothing of it): every
 `nn.Linear` becomes a `QuantizedLinear` that stores int8 (per output channel) or int4 (per
-group of 32 inputs) weights and, on each call, runs the kernel its plan names for that many
-rows. A tied vocabulary projection (Gemma, small Llamas) is quantized once and the embedding
-lookup reads the same int8 rows (`QuantizedEmbedding`), so the bf16 table is freed.
+group of 32 inputs) weights (weight_quantizers.py) and, on each call, runs the kernel its plan
+names for that many rows. On the CPU the vocabulary projection also keeps its dense table and
+recomputes each row's top outputs from it (top_refine.py); elsewhere a tied projection is
+quantized once and the embedding lookup reads the same int8 rows (`QuantizedEmbedding`), so
+the dense table is freed.
 
 Which kernel is fastest depends on the shape and on M, the rows in the call (decode: the
 number of running sequences; prefill: tokens): see `default_plan`. The fast kernels are
@@ -31,82 +33,20 @@ from localseek.models.packed_linear import (
     packed_linear,
     tensor_bytes,
 )
+from localseek.models.top_refine import REFINE_TOP, refine_top
+from localseek.models.weight_quantizers import (
+    GROUP_SIZE,
+    dequantize_int4,
+    input_balance,
+    quantize_int4,
+    quantize_int8,
+)
 
 # (max_rows, kernel name) pairs, ascending; a call with M rows runs the first kernel whose
 # max_rows >= M. The last entry's max_rows is ANY_ROWS.
 Plan = tuple[tuple[int, str], ...]
 ANY_ROWS = 1 << 62
-GROUP_SIZE = 32  # int4 inputs per (scale, zero); K of every linear here is a multiple
 _RESIDUAL_ROWS = 4  # W8A8 calls with at most this many rows quantize activations twice
-_CHUNK_ROWS = 8192  # quantize this many output rows at a time: bounds the fp32 temporaries
-# (a multiple of 64: the CPU int4 packing lays rows out in blocks of 64).
-REFINE_TOP = 32  # vocabulary projection: outputs per row recomputed from the dense weight
-_CANDIDATE_BLOCK = 64  # top_candidates looks for the largest outputs block by block
-
-
-# ---- quantizers: dense weight [N, K] -> stored tensors ----------------------------------------
-
-
-def input_balance(weight: torch.Tensor) -> torch.Tensor:
-    """Per-input-column scale c [K] float32: the RMS of each column of weight [N, K].
-
-    Quantizing w / c per output row and multiplying activations by c keeps y = x w^T while
-    one large column no longer sets every row's step: on the demo model's tied 262144 x 640
-    table this cuts the int8 error from 1.9% to 0.8% RMS (and lifts top-1 agreement).
-    """
-    sq = sum(rows.float().pow(2).sum(dim=0) for rows in weight.split(_CHUNK_ROWS))
-    c = (sq / weight.shape[0]).sqrt()
-    return c.clamp(min=c.max().item() * 1e-6 + 1e-30)
-
-
-def quantize_int8(
-    weight: torch.Tensor, balance: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 per output channel: (q [N, K] int8, scale [N] float32).
-
-    w ~ q * scale[:, None] * balance[None, :] (balance: see input_balance; None: all ones).
-    """
-    qs, scales = [], []
-    for rows in weight.split(_CHUNK_ROWS):
-        w = rows.float() if balance is None else rows.float() / balance
-        scale = w.abs().amax(dim=1).clamp(min=1e-30) / 127.0  # [rows]
-        qs.append(torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8))
-        scales.append(scale)
-    return torch.cat(qs), torch.cat(scales)
-
-
-def quantize_int4(
-    weight: torch.Tensor, group_size: int = GROUP_SIZE, cpu_pack: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric int4 per group of `group_size` inputs: (q, scale_zero).
-
-    w ~ (q - 8) * scale + zero with scale_zero [K / group_size, N, 2] float32 (the layout the
-    CPU int4 kernel reads). q is the CPU kernel's packing when `cpu_pack`, else plain nibbles
-    [N, K / 2] uint8 (even input in the low nibble) that any device can unpack.
-    """
-    n, k = weight.shape
-    qs, szs = [], []
-    for rows in weight.split(_CHUNK_ROWS):
-        w = rows.float().view(rows.shape[0], k // group_size, group_size)
-        lo, hi = w.amin(dim=-1, keepdim=True), w.amax(dim=-1, keepdim=True)
-        scale = ((hi - lo) / 15.0).clamp(min=1e-30)  # [rows, groups, 1]
-        q = torch.round((w - lo) / scale).clamp_(0, 15).view(rows.shape[0], k).to(torch.int32)
-        szs.append(torch.cat((scale, lo + 8.0 * scale), dim=-1))  # [rows, groups, 2]
-        if cpu_pack:
-            qs.append(torch._convert_weight_to_int4pack_for_cpu(q, 1))
-        else:
-            qs.append((q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8))
-    return torch.cat(qs), torch.cat(szs).transpose(0, 1).contiguous()
-
-
-def _dequantize_int4(nibbles: torch.Tensor, scale_zero: torch.Tensor) -> torch.Tensor:
-    """Plain nibbles [N, K / 2] and scale_zero [groups, N, 2] -> float32 [N, K]."""
-    n = nibbles.shape[0]
-    q = torch.stack((nibbles & 0xF, nibbles >> 4), dim=-1).view(n, -1).float()  # [N, K]
-    groups = scale_zero.shape[0]
-    scale, zero = scale_zero.transpose(0, 1).unbind(-1)  # [N, groups] each
-    q = q.view(n, groups, -1)
-    return ((q - 8.0) * scale[..., None] + zero[..., None]).view(n, -1)
 
 
 # ---- kernels: (module, x [M, K]) -> y [M, N] --------------------------------------------------
@@ -196,47 +136,12 @@ def _rescale(acc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 def _int4_dequant(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
     """Generic: any device, any M."""
-    return F.linear(x, _dequantize_int4(m.q4, m.scale_zero4).to(x.dtype))
+    return F.linear(x, dequantize_int4(m.q4, m.scale_zero4).to(x.dtype))
 
 
 def _int4_w4a16(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
     """CPU: group-wise int4 weights unpacked inside the kernel; fastest at M of 1-4."""
     return torch._weight_int4pack_mm_for_cpu(x.contiguous(), m.q4, m.group_size, m.scale_zero_act)
-
-
-# ---- exact refinement of the largest outputs -----------------------------------------------
-
-
-def top_candidates(y: torch.Tensor, r: int) -> torch.Tensor:
-    """Indices [M, r] of the r largest entries of each row of y [M, N] (order unspecified).
-
-    torch.topk over 262,144 columns costs ~0.4 ms a row here; this takes each block's max
-    (one cheap pass), keeps the r best blocks, and runs topk over their r * block entries only.
-    It finds the same set: every entry of the row's top r lies in a block whose max is at
-    least that entry, and fewer than r blocks can have a larger max.
-    """
-    rows, n = y.shape
-    block = _CANDIDATE_BLOCK
-    if n % block or n < 16 * r * block:
-        return y.topk(min(r, n), dim=-1).indices
-    best_blocks = y.view(rows, n // block, block).amax(dim=-1).topk(r, dim=-1).indices  # [M, r]
-    offsets = torch.arange(block, device=y.device)
-    index = (best_blocks.unsqueeze(-1) * block + offsets).view(rows, r * block)  # [M, r*block]
-    return index.gather(1, y.gather(1, index).topk(r, dim=-1).indices)
-
-
-def refine_top(weight: torch.Tensor, x: torch.Tensor, y: torch.Tensor, r: int) -> torch.Tensor:
-    """y [M, N] float32, approximately x @ weight.T, with its r largest entries per row
-    recomputed exactly from the dense weight [N, K] (in place).
-
-    A quantized vocabulary projection ranks tokens slightly differently from the model it
-    came from; sampling and greedy choices are made among the top few, so those are the ones
-    worth exact values: r rows of the weight per sequence, next to nothing against the pass.
-    """
-    candidates = top_candidates(y, r)  # [M, r]
-    rows = F.embedding(candidates, weight).float()  # [M, r, K]
-    exact = torch.bmm(rows, x.float().unsqueeze(-1)).squeeze(-1)  # [M, r]
-    return y.scatter_(1, candidates, exact)
 
 
 @dataclass(frozen=True)
