@@ -4,8 +4,9 @@ An engine step on the CPU runs hundreds of parallel regions (one per matmul, att
 separated by microseconds of Python. Between regions each worker thread either spins or sleeps:
 
 - libgomp's default spins ~300,000 iterations, so the workers hold every core through each step
-  and for a while after it: the HTTP event loop starved (2 cores: 8 concurrent streams of 32
-  tokens took 3-5 s instead of 0.3-0.6 s).
+  and for a while after it: in an earlier version the HTTP event loop starved (2 cores: 8
+  concurrent streams of 32 tokens took 3-5 s instead of 0.3-0.6 s). With today's engine a
+  longer spin (100,000) measured within noise of the bounded one below, so the shorter stays.
 - OMP_WAIT_POLICY=PASSIVE (what `serve` set before) sleeps at once, so every region starts with
   a futex wake-up of each worker, which in this VM costs tens of microseconds: the demo model's
   int8 decode step took 37 ms at batch 1 and 113 ms at batch 16 instead of 22 and 62 ms.
