@@ -1,0 +1,95 @@
+/* Dot products of one int8 weight row with one to four float32 activation rows (AVX-512),
+ * shared by int8_matvec.c and gemma3_decode.c.
+ *
+ * The row is read 64 bytes at a time and widened to float32 once for all the activation rows,
+ * so a matvec over M <= 4 rows reads each weight byte from memory once. K % 64 == 0.
+ */
+#ifndef LOCALSEEK_INT8_DOT_H
+#define LOCALSEEK_INT8_DOT_H
+
+#include <immintrin.h>
+#include <stdint.h>
+
+#define WIDEN(b, i) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(b, i)))
+
+#define DEFINE_INT8_DOT(M)                                                                 \
+    static inline void int8_dot_##M(const int8_t *row, const float *x, int64_t K,          \
+                                    float *out) {                                          \
+        __m512 acc[M][4];                                                                  \
+        for (int m = 0; m < M; m++)                                                        \
+            for (int j = 0; j < 4; j++) acc[m][j] = _mm512_setzero_ps();                   \
+        for (int64_t k = 0; k < K; k += 64) {                                              \
+            __m512i b = _mm512_loadu_si512((const void *)(row + k));                       \
+            __m512 w0 = WIDEN(b, 0), w1 = WIDEN(b, 1), w2 = WIDEN(b, 2), w3 = WIDEN(b, 3); \
+            for (int m = 0; m < M; m++) {                                                  \
+                const float *xm = x + m * K + k;                                           \
+                acc[m][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xm), acc[m][0]);           \
+                acc[m][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xm + 16), acc[m][1]);      \
+                acc[m][2] = _mm512_fmadd_ps(w2, _mm512_loadu_ps(xm + 32), acc[m][2]);      \
+                acc[m][3] = _mm512_fmadd_ps(w3, _mm512_loadu_ps(xm + 48), acc[m][3]);      \
+            }                                                                              \
+        }                                                                                  \
+        for (int m = 0; m < M; m++)                                                        \
+            out[m] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]), \
+                                                        _mm512_add_ps(acc[m][2], acc[m][3]))); \
+    }
+
+DEFINE_INT8_DOT(1)
+DEFINE_INT8_DOT(2)
+DEFINE_INT8_DOT(3)
+DEFINE_INT8_DOT(4)
+
+/* out[m] = sum_k row[k] * x[m * K + k] for m < rows, 1 <= rows <= 4. */
+static inline void int8_dot_rows(const int8_t *row, const float *x, int64_t K, int64_t rows,
+                                 float *out) {
+    switch (rows) {
+    case 1: int8_dot_1(row, x, K, out); break;
+    case 2: int8_dot_2(row, x, K, out); break;
+    case 3: int8_dot_3(row, x, K, out); break;
+    default: int8_dot_4(row, x, K, out); break;
+    }
+}
+
+/* [sum(a[0]), ..., sum(a[15])]: sixteen horizontal sums in ~45 shuffles and adds, against
+ * ~8 instructions for each one on its own. */
+static inline __m512 sum16(const __m512 *a) {
+    __m512 c[8], e[4];
+    for (int i = 0; i < 8; i++) /* 128-bit lanes: a_i folded to 8 partials | a_(i+8) */
+        c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[i], a[i + 8], 0x44),
+                             _mm512_shuffle_f32x4(a[i], a[i + 8], 0xEE));
+    for (int i = 0; i < 4; i++) /* lanes: a_i | a_(i+8) | a_(i+4) | a_(i+12), 4 partials each */
+        e[i] = _mm512_add_ps(_mm512_shuffle_f32x4(c[i], c[i + 4], 0x88),
+                             _mm512_shuffle_f32x4(c[i], c[i + 4], 0xDD));
+    __m512 f0 = _mm512_add_ps(_mm512_unpacklo_ps(e[0], e[1]), _mm512_unpackhi_ps(e[0], e[1]));
+    __m512 f1 = _mm512_add_ps(_mm512_unpacklo_ps(e[2], e[3]), _mm512_unpackhi_ps(e[2], e[3]));
+    __m512 g = _mm512_add_ps(_mm512_shuffle_ps(f0, f1, 0x44), _mm512_shuffle_ps(f0, f1, 0xEE));
+    return _mm512_shuffle_f32x4(g, g, 0xD8); /* lanes 0, 2, 1, 3 */
+}
+
+/* The same dot products for batches of activation rows, where the float32 path is bound by its
+ * one multiply-add per 16 weights: weights widened to bfloat16 (exact for int8), activations
+ * given in bfloat16, and AVX512-BF16's dot instruction doing 32 multiply-adds (float32 sums)
+ * at a time. R rows of x at once, bf16, laid out [K / 32][R][32] so that one pointer with
+ * constant offsets reaches all of them (separate row pointers ran out of registers);
+ * K % 32 == 0; out[m] for m < 16 (rows past R are 0). */
+#define DEFINE_INT8_BF16_DOT(R)                                                             \
+    __attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline void              \
+    int8_bf16_dot_##R(const int8_t *row, const uint16_t *x, int64_t K, float *out) {       \
+        __m512 acc[16];                                                                     \
+        for (int m = 0; m < 16; m++) acc[m] = _mm512_setzero_ps();                          \
+        for (int64_t k = 0; k < K; k += 32, x += R * 32) {                                  \
+            __m256i b = _mm256_loadu_si256((const __m256i *)(row + k));                     \
+            __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(b))); \
+            __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(b, 1))); \
+            __m512bh w = _mm512_cvtne2ps_pbh(hi, lo);                                       \
+            for (int m = 0; m < R; m++)                                                     \
+                acc[m] = _mm512_dpbf16_ps(acc[m], w,                                        \
+                                          (__m512bh)_mm512_loadu_si512(x + m * 32));        \
+        }                                                                                   \
+        _mm512_storeu_ps(out, sum16(acc));                                                  \
+    }
+
+DEFINE_INT8_BF16_DOT(8)
+DEFINE_INT8_BF16_DOT(16)
+
+#endif
