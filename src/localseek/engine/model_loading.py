@@ -87,6 +87,7 @@ def load_model(config: EngineConfig) -> LoadedModel:
     _pack(model)
     if device.type == "cpu":
         _native_attention()
+        _native_decode(model)
     max_model_len = _max_model_len(config.model, model.max_model_len)
     bytes_per_token = ModelRunner.kv_bytes_per_token(model, dtype)
     layout = plan_kv_layout(model.kv_cache_specs())
@@ -173,6 +174,21 @@ def _native_attention() -> None:
 
     if decode_attention_kernel() is not None:
         logger.info("decode attention: native paged kernel (kernels/paged_decode_attention.c)")
+
+
+def _native_decode(model: torch.nn.Module) -> None:
+    """Fuse small decode steps into one native call where the model and its weights allow."""
+    from localseek.models.gemma3_native import attach
+
+    reason = attach(model)
+    if reason is None:
+        logger.info(
+            "decode steps of up to %d rows: the whole decoder stack in one native call "
+            "(kernels/gemma3_decode.c)",
+            model.native_decode.max_rows,
+        )
+    else:
+        logger.debug("fused native decode step not used: %s", reason)
 
 
 def _max_model_len(config: ModelConfig, native: int) -> int:

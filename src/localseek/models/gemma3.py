@@ -10,7 +10,7 @@ with the q/k norms: `attn_logit_softcapping` is ignored, as transformers and lla
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -255,6 +255,8 @@ class Gemma3ForCausalLM(nn.Module):
             self.lm_head = Linear(args.hidden_size, args.vocab_size, bias=False, dtype=dtype)
         if args.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        # Set by models/gemma3_native.attach when the layers suit the fused native decode step.
+        self.native_decode: Callable | None = None
         self.rotary: dict[str, RotaryEmbedding] = {
             layer_type: build_rotary(args.rope[layer_type], args.head_dim, args.max_position)
             for layer_type in set(args.layer_types)
@@ -285,6 +287,10 @@ class Gemma3ForCausalLM(nn.Module):
         # Rounded to the weight dtype first, as the reference does.
         h = h * torch.tensor(self.args.hidden_size**0.5, dtype=h.dtype)
         cos_sin = {t: rope.cos_sin_full(positions, h.dtype) for t, rope in self.rotary.items()}
+        if self.native_decode is not None and meta.is_decode_only:
+            out = self.native_decode(h, cos_sin, kv_caches, meta)
+            if out is not None:
+                return self.model.norm(out)
         for i, (layer, kv_cache) in enumerate(zip(self.model.layers, kv_caches, strict=True)):
             h = layer(h, cos_sin, kv_cache, meta.for_layer(i))
         return self.model.norm(h)
