@@ -1,4 +1,5 @@
-/* bfloat16 <-> float32 for the kernels: round to nearest even, as torch does; NaN kept NaN. */
+/* bfloat16 <-> float32 for the kernels: round to nearest even, as torch does; NaN kept NaN.
+ * bf16_round16 returns float32 values that are exactly bf16 (low 16 bits zero). */
 #ifndef LOCALSEEK_BF16_H
 #define LOCALSEEK_BF16_H
 
@@ -18,6 +19,28 @@ static inline uint16_t to_bf16(float f) {
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
+}
+
+/* The same sixteen at a time (AVX-512). */
+#include <immintrin.h>
+
+static inline __m512 bf16_round16(__m512 v) {
+    __m512i u = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+static inline __m512 bf16_load16(const uint16_t *p) {
+    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+static inline void bf16_store16(uint16_t *p, __m512 v) {
+    __m512i bits = _mm512_srli_epi32(_mm512_castps_si512(bf16_round16(v)), 16);
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(bits));
 }
 
 #endif

@@ -78,15 +78,28 @@ static float rms_inverse(const float *v, int64_t n, float eps) {
     return 1.0f / sqrtf(_mm512_reduce_add_ps(acc) / (float)n + eps);
 }
 
-/* out = bf16(v * inverse_rms * weight): F.rms_norm(x.float(), weight).to(bfloat16). */
+/* out = bf16(v * inverse_rms * weight): F.rms_norm(x.float(), weight).to(bfloat16); n % 16 == 0,
+ * out may be v. */
 static void norm_row(const float *v, const float *weight, int64_t n, float eps, float *out) {
-    float inv = rms_inverse(v, n, eps);
-    for (int64_t i = 0; i < n; i++) out[i] = round_bf16(v[i] * inv * weight[i]);
+    const __m512 inv = _mm512_set1_ps(rms_inverse(v, n, eps));
+    for (int64_t i = 0; i < n; i += 16) {
+        __m512 normed = _mm512_mul_ps(_mm512_loadu_ps(v + i), inv);
+        _mm512_storeu_ps(out + i, bf16_round16(_mm512_mul_ps(normed, _mm512_loadu_ps(weight + i))));
+    }
 }
 
-/* A matmul's input row: the bf16 activations times the linear's input balance. */
+/* r = bf16(r + p): the residual add of two bf16 tensors; n % 16 == 0. */
+static void add_row(float *r, const float *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16)
+        _mm512_storeu_ps(r + i, bf16_round16(_mm512_add_ps(_mm512_loadu_ps(r + i), _mm512_loadu_ps(p + i))));
+}
+
+/* A matmul's input row: the bf16 activations times the linear's input balance; n % 16 == 0. */
 static void balance_row(const float *h, const float *balance, int64_t n, float *out) {
-    for (int64_t i = 0; i < n; i++) out[i] = balance ? h[i] * balance[i] : h[i];
+    for (int64_t i = 0; i < n; i += 16) {
+        __m512 v = _mm512_loadu_ps(h + i);
+        _mm512_storeu_ps(out + i, balance ? _mm512_mul_ps(v, _mm512_loadu_ps(balance + i)) : v);
+    }
 }
 
 /* Rows of a matmul's input for the batch path: bf16, padded with zero rows to a multiple of 16. */
@@ -106,7 +119,8 @@ static void q8_matmul(const q8_linear *L, const float *x, uint16_t *xb, float *y
         #pragma omp for schedule(static)
         for (int64_t m = 0; m < M; m++) {
             uint16_t *block = xb + (m / R) * R * K + (m % R) * 32;
-            for (int64_t k = 0; k < K; k++) block[(k / 32) * R * 32 + k % 32] = to_bf16(x[m * K + k]);
+            for (int64_t k = 0; k < K; k += 16)
+                bf16_store16(block + (k / 32) * R * 32 + k % 32, _mm512_loadu_ps(x + m * K + k));
         }
         #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n++) {
@@ -151,14 +165,6 @@ static inline __m512 exp512(__m512 x) {
     return _mm512_scalef_ps(y, n);
 }
 
-static inline __m512 round_bf16_512(__m512 v) {
-    /* round to nearest even at bit 16 (finite values; NaN cannot arise from finite inputs) */
-    __m512i u = _mm512_castps_si512(v);
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    u = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-    return _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32((int)0xffff0000u)));
-}
-
 /* out[i] = bf16(bf16(gelu_tanh(gate[i])) * up[i]), n % 16 == 0. tanh GELU written as
  * x / (1 + e^(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3): the same function as
  * 0.5 x (1 + tanh u), with one vector exp instead of a scalar tanh per element. */
@@ -169,27 +175,31 @@ static void gelu_tanh_mul(const float *gate, const float *up, int64_t n, float *
         __m512 x = _mm512_loadu_ps(gate + i);
         __m512 inner = _mm512_fmadd_ps(_mm512_mul_ps(kappa, _mm512_mul_ps(x, x)), x, x);
         __m512 g = _mm512_div_ps(x, _mm512_add_ps(one, exp512(_mm512_mul_ps(beta, inner))));
-        __m512 prod = _mm512_mul_ps(round_bf16_512(g), _mm512_loadu_ps(up + i));
-        _mm512_storeu_ps(out + i, round_bf16_512(prod));
+        __m512 prod = _mm512_mul_ps(bf16_round16(g), _mm512_loadu_ps(up + i));
+        _mm512_storeu_ps(out + i, bf16_round16(prod));
     }
 }
 
-/* One head of q or k: RMS norm with its scale, then neox rotary, rounded as the torch path. */
+/* One head of q or k: RMS norm with its scale, then neox rotary, rounded as the torch path
+ * (x * cos and swapped * signed_sin each rounded, then their sum). D % 32 == 0. */
 static void norm_rotate_head(const float *v, const float *scale, const uint16_t *cos,
                              const uint16_t *signed_sin, int64_t D, float eps, float *tmp,
                              uint16_t *out) {
-    float inv = rms_inverse(v, D, eps);
-    for (int64_t d = 0; d < D; d++) tmp[d] = round_bf16(v[d] * inv * scale[d]);
+    const __m512 inv = _mm512_set1_ps(rms_inverse(v, D, eps));
+    for (int64_t d = 0; d < D; d += 16) {
+        __m512 normed = _mm512_mul_ps(_mm512_loadu_ps(v + d), inv);
+        _mm512_storeu_ps(tmp + d, bf16_round16(_mm512_mul_ps(normed, _mm512_loadu_ps(scale + d))));
+    }
     const int64_t half = D / 2;
-    for (int64_t d = 0; d < D; d++) {
-        float a = round_bf16(tmp[d] * from_bf16(cos[d]));
-        float b = round_bf16(tmp[(d + half) % D] * from_bf16(signed_sin[d]));
-        out[d] = to_bf16(a + b);
+    for (int64_t d = 0; d < D; d += 16) {
+        const int64_t partner = d < half ? d + half : d - half;
+        __m512 a = bf16_round16(_mm512_mul_ps(_mm512_loadu_ps(tmp + d), bf16_load16(cos + d)));
+        __m512 b = bf16_round16(
+            _mm512_mul_ps(_mm512_loadu_ps(tmp + partner), bf16_load16(signed_sin + d)));
+        bf16_store16(out + d, _mm512_add_ps(a, b));
     }
 }
 
-/* The most rows a call should take: the batch path needs AVX512-BF16; without it, beyond 4
- * rows the float32 path re-reads each weight row per 4 rows and loses to torch's kernels. */
 int localseek_gemma3_decode_max_rows(void) { return __builtin_cpu_supports("avx512bf16") ? 16 : 4; }
 
 int localseek_gemma3_decode(const gemma3_dims *dims, const gemma3_layer *layers,
@@ -198,7 +208,7 @@ int localseek_gemma3_decode(const gemma3_dims *dims, const gemma3_layer *layers,
     const int64_t Hd = dims->hidden, H = dims->heads, Hkv = dims->kv_heads, D = dims->head_dim;
     const int64_t I = dims->intermediate, B = dims->block_size;
     const int64_t q_size = H * D, kv_size = Hkv * D, qkv_n = q_size + 2 * kv_size;
-    if (M < 1 || Hkv <= 0 || H % Hkv || H / Hkv > MAX_GROUP || D % 16 || D > MAX_DIM ||
+    if (M < 1 || Hkv <= 0 || H % Hkv || H / Hkv > MAX_GROUP || D % 32 || D > MAX_DIM ||
         Hd % 64 || q_size % 64 || I % 64 || B <= 0)
         return 1;
     for (int64_t l = 0; l < dims->layers; l++) {
@@ -265,7 +275,7 @@ int localseek_gemma3_decode(const gemma3_dims *dims, const gemma3_layer *layers,
                                      L->k_cache + (slot * Hkv + kh) * D);
                     const float *value = qkv + m * qkv_n + q_size + kv_size + kh * D;
                     uint16_t *dst = L->v_cache + (slot * Hkv + kh) * D;
-                    for (int64_t d = 0; d < D; d++) dst[d] = to_bf16(value[d]);
+                    for (int64_t d = 0; d < D; d += 16) bf16_store16(dst + d, _mm512_loadu_ps(value + d));
                 }
             }
 
@@ -280,9 +290,10 @@ int localseek_gemma3_decode(const gemma3_dims *dims, const gemma3_layer *layers,
 
             #pragma omp for schedule(static)
             for (int64_t m = 0; m < M; m++)
-                for (int64_t i = 0; i < q_size; i++) {
-                    float a = from_bf16(attn[m * q_size + i]);
-                    in[m * q_size + i] = L->o.balance ? a * L->o.balance[i] : a;
+                for (int64_t i = 0; i < q_size; i += 16) {
+                    __m512 a = bf16_load16(attn + m * q_size + i);
+                    if (L->o.balance) a = _mm512_mul_ps(a, _mm512_loadu_ps(L->o.balance + i));
+                    _mm512_storeu_ps(in + m * q_size + i, a);
                 }
             q8_matmul(&L->o, in, in_bf16, proj, M, batch_dot);
 
@@ -291,7 +302,7 @@ int localseek_gemma3_decode(const gemma3_dims *dims, const gemma3_layer *layers,
             for (int64_t m = 0; m < M; m++) {
                 float *r = resid + m * Hd, *p = proj + m * Hd;
                 norm_row(p, L->post_attention_norm, Hd, dims->eps, p);
-                for (int64_t i = 0; i < Hd; i++) r[i] = round_bf16(r[i] + p[i]);
+                add_row(r, p, Hd);
                 norm_row(r, L->pre_feedforward_norm, Hd, dims->eps, p);
                 balance_row(p, L->gate_up.balance, Hd, in + m * Hd);
             }
@@ -309,7 +320,7 @@ int localseek_gemma3_decode(const gemma3_dims *dims, const gemma3_layer *layers,
             for (int64_t m = 0; m < M; m++) {
                 float *r = resid + m * Hd, *p = proj + m * Hd;
                 norm_row(p, L->post_feedforward_norm, Hd, dims->eps, p);
-                for (int64_t i = 0; i < Hd; i++) r[i] = round_bf16(r[i] + p[i]);
+                add_row(r, p, Hd);
             }
         }
         _mm_setcsr(csr);

@@ -56,7 +56,7 @@ def _unsupported(model: Gemma3ForCausalLM) -> str | None:
         return f"the model computes in {model.dtype}, the kernel in bfloat16"
     if args.hidden_act not in _GELU_TANH:
         return f"activation {args.hidden_act!r} (the kernel has tanh GELU)"
-    if args.head_dim % 16 or args.head_dim > 512 or args.num_heads // args.num_kv_heads > 16:
+    if args.head_dim % 32 or args.head_dim > 512 or args.num_heads // args.num_kv_heads > 16:
         return "head shape outside the kernel's limits"
     inputs = (args.hidden_size, args.num_heads * args.head_dim, args.intermediate_size)
     if any(k % 64 for k in inputs):
