@@ -88,8 +88,9 @@ static void norm_row(const float *v, const float *weight, int64_t n, float eps, 
     }
 }
 
-/* r = bf16(r + p): the residual add of two bf16 tensors; n % 16 == 0. */
-static void add_row(float *r, const float *p, int64_t n) {
+/* Gemma's sandwich residual: r = bf16(r + norm(p)), p overwritten with norm(p); n % 16 == 0. */
+static void add_normed_row(float *r, float *p, const float *weight, int64_t n, float eps) {
+    norm_row(p, weight, n, eps, p);
     for (int64_t i = 0; i < n; i += 16)
         _mm512_storeu_ps(r + i, bf16_round16(_mm512_add_ps(_mm512_loadu_ps(r + i), _mm512_loadu_ps(p + i))));
 }
@@ -301,8 +302,7 @@ int localseek_gemma3_decode(const gemma3_dims *dims, const gemma3_layer *layers,
             #pragma omp for schedule(static)
             for (int64_t m = 0; m < M; m++) {
                 float *r = resid + m * Hd, *p = proj + m * Hd;
-                norm_row(p, L->post_attention_norm, Hd, dims->eps, p);
-                add_row(r, p, Hd);
+                add_normed_row(r, p, L->post_attention_norm, Hd, dims->eps);
                 norm_row(r, L->pre_feedforward_norm, Hd, dims->eps, p);
                 balance_row(p, L->gate_up.balance, Hd, in + m * Hd);
             }
@@ -317,11 +317,8 @@ int localseek_gemma3_decode(const gemma3_dims *dims, const gemma3_layer *layers,
             q8_matmul(&L->down, in, in_bf16, proj, M, batch_dot);
 
             #pragma omp for schedule(static)
-            for (int64_t m = 0; m < M; m++) {
-                float *r = resid + m * Hd, *p = proj + m * Hd;
-                norm_row(p, L->post_feedforward_norm, Hd, dims->eps, p);
-                add_row(r, p, Hd);
-            }
+            for (int64_t m = 0; m < M; m++)
+                add_normed_row(resid + m * Hd, proj + m * Hd, L->post_feedforward_norm, Hd, dims->eps);
         }
         _mm_setcsr(csr);
     }
