@@ -10,6 +10,7 @@ from tiny_models import make_tiny_model
 from localseek import LLM, SamplingParams
 from localseek.config import CacheConfig, EngineConfig, ModelConfig
 from localseek.engine.async_engine import AsyncEngine
+from localseek.engine.engine import Engine
 from localseek.errors import ContextLengthError
 
 GREEDY = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
@@ -42,6 +43,35 @@ async def collect(engine, prompt, params, request_id):
     async for out in engine.generate(prompt, params, request_id=request_id):
         outs.append(out)
     return outs
+
+
+async def test_a_burst_that_wakes_the_engine_is_prefilled_in_one_step(model_dir):
+    # Requests 20 ms apart, a quiet window of 200 ms: the first step sees all four. With no
+    # window the engine starts on the first request alone (the tiny model's step takes ~ms).
+    config = EngineConfig(
+        model=ModelConfig(model=str(model_dir), dtype="float32", device="cpu", max_model_len=256),
+        cache=CacheConfig(block_size=4),
+        show_progress=False,
+    )
+    engine = AsyncEngine(Engine(config), burst_quiet_s=0.2, burst_max_s=5.0)
+    steps: list[set[str]] = []
+    step = engine.engine.step
+
+    def recording_step():
+        steps.append(set(engine.engine.unfinished_request_ids()))
+        return step()
+
+    engine.engine.step = recording_step
+
+    async def arriving(i: int):
+        await asyncio.sleep(0.02 * i)
+        return await collect(engine, [3, 4, 5 + i], GREEDY, f"b{i}")
+
+    try:
+        await asyncio.gather(*(arriving(i) for i in range(4)))
+    finally:
+        engine.shutdown()
+    assert steps[0] == {"b0", "b1", "b2", "b3"}
 
 
 async def test_concurrent_streams_match_offline_generation(engine, model_dir):
