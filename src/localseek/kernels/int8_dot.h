@@ -10,6 +10,8 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "simd.h"
+
 #define WIDEN(b, i) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(b, i)))
 
 #define DEFINE_INT8_DOT(M)                                                                 \
@@ -48,22 +50,6 @@ static inline void int8_dot_rows(const int8_t *row, const float *x, int64_t K, i
     case 3: int8_dot_3(row, x, K, out); break;
     default: int8_dot_4(row, x, K, out); break;
     }
-}
-
-/* [sum(a[0]), ..., sum(a[15])]: sixteen horizontal sums in ~45 shuffles and adds, against
- * ~8 instructions for each one on its own. */
-static inline __m512 sum16(const __m512 *a) {
-    __m512 c[8], e[4];
-    for (int i = 0; i < 8; i++) /* 128-bit lanes: a_i folded to 8 partials | a_(i+8) */
-        c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[i], a[i + 8], 0x44),
-                             _mm512_shuffle_f32x4(a[i], a[i + 8], 0xEE));
-    for (int i = 0; i < 4; i++) /* lanes: a_i | a_(i+8) | a_(i+4) | a_(i+12), 4 partials each */
-        e[i] = _mm512_add_ps(_mm512_shuffle_f32x4(c[i], c[i + 4], 0x88),
-                             _mm512_shuffle_f32x4(c[i], c[i + 4], 0xDD));
-    __m512 f0 = _mm512_add_ps(_mm512_unpacklo_ps(e[0], e[1]), _mm512_unpackhi_ps(e[0], e[1]));
-    __m512 f1 = _mm512_add_ps(_mm512_unpacklo_ps(e[2], e[3]), _mm512_unpackhi_ps(e[2], e[3]));
-    __m512 g = _mm512_add_ps(_mm512_shuffle_ps(f0, f1, 0x44), _mm512_shuffle_ps(f0, f1, 0xEE));
-    return _mm512_shuffle_f32x4(g, g, 0xD8); /* lanes 0, 2, 1, 3 */
 }
 
 /* The same dot products for batches of activation rows, where the float32 path is bound by its
