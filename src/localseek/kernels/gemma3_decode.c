@@ -34,7 +34,8 @@
 #include <string.h>
 
 typedef struct {
-    const int8_t *w;
+    const int8_t *w;      /* [n, k] */
+    const int8_t *packed; /* the same weights for the batch path, see int8_dot.h; or NULL */
     const float *scale;
     const float *balance;
     int64_t n, k;
@@ -108,31 +109,34 @@ static int64_t padded_rows(int64_t M) { return (M + 15) / 16 * 16; }
 
 /* y [M, n] = bf16(scale * (w . x)) for x [M, k] balanced; output rows split over threads.
  * Up to 4 rows the weights meet float32 activations (one read of the weights, memory-bound);
- * more rows go through the bf16 dot instruction where the CPU has it (compute-bound otherwise),
- * with the activations rounded to bf16 as torch's int8 x bf16 kernel takes them.
+ * more rows go through the bf16 dot instruction on the packed weights (int8_dot.h) where the
+ * CPU has it, with the activations rounded to bf16 as torch's int8 x bf16 kernel takes them.
  * Called inside the parallel region. */
 static void q8_matmul(const q8_linear *L, const float *x, uint16_t *xb, float *y, int64_t M,
                       int batch_dot) {
     const int64_t N = L->n, K = L->k;
-    if (M > 4 && batch_dot) {
-        /* xb: per block of R rows, [K / 32][R][32] (see int8_bf16_dot) */
-        const int64_t R = M <= 8 ? 8 : 16;
+    if (M > 4 && batch_dot && L->packed) {
+        const int64_t R = M <= 8 ? 8 : 16; /* rows past M read stale padding, never stored */
+        /* xb: per block of R rows, pair-major [K / 2][R][2] bf16 (see int8_dot.h) */
         #pragma omp for schedule(static)
         for (int64_t m = 0; m < M; m++) {
-            uint16_t *block = xb + (m / R) * R * K + (m % R) * 32;
-            for (int64_t k = 0; k < K; k += 16)
-                bf16_store16(block + (k / 32) * R * 32 + k % 32, _mm512_loadu_ps(x + m * K + k));
+            uint32_t *pairs = (uint32_t *)(xb + (m / R) * R * K) + m % R;
+            for (int64_t k = 0; k < K; k += 16) {
+                uint32_t packed[8];
+                bf16_store16((uint16_t *)packed, _mm512_loadu_ps(x + m * K + k));
+                for (int64_t i = 0; i < 8; i++) pairs[(k / 2 + i) * R] = packed[i];
+            }
         }
         #pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            const int8_t *row = L->w + n * K;
+        for (int64_t t = 0; t < N / 16; t++) {
+            const __m512 scale = _mm512_loadu_ps(L->scale + t * 16);
             for (int64_t m0 = 0; m0 < M; m0 += R) {
-                float sums[16];
-                if (R == 8) int8_bf16_dot_8(row, xb + m0 * K, K, sums);
-                else int8_bf16_dot_16(row, xb + m0 * K, K, sums); /* block m0 / R */
+                __m512 sums[16];
+                if (R == 8) int8_bf16_tile_8(L->packed + t * 16 * K, xb + m0 * K, K, sums);
+                else int8_bf16_tile_16(L->packed + t * 16 * K, xb + m0 * K, K, sums);
                 const int64_t rows = M - m0 < R ? M - m0 : R;
                 for (int64_t r = 0; r < rows; r++)
-                    y[(m0 + r) * N + n] = round_bf16(L->scale[n] * sums[r]);
+                    _mm512_storeu_ps(y + (m0 + r) * N + t * 16, bf16_round16(_mm512_mul_ps(scale, sums[r])));
             }
         }
         return;

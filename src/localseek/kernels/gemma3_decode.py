@@ -15,10 +15,12 @@ from localseek.kernels.build import bind
 
 
 class Q8Linear(ctypes.Structure):
-    """y = scale * (w . (x * balance)); w int8 [n, k], scale [n] and balance [k] float32."""
+    """y = scale * (w . (x * balance)); w int8 [n, k], scale [n] and balance [k] float32;
+    packed: the same weights as [n / 16][k / 2][16][2] for batches (int8_dot.h), or None."""
 
     _fields_ = [
         ("w", ctypes.c_void_p),
+        ("packed", ctypes.c_void_p),
         ("scale", ctypes.c_void_p),
         ("balance", ctypes.c_void_p),
         ("n", ctypes.c_int64),

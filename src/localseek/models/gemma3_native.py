@@ -6,11 +6,13 @@ matvec and the model computes in bfloat16 on a CPU the kernels build for, the mo
 stack in C. Anything else (prefill, mixed steps, bigger batches), or a call the kernel refuses,
 runs the ordinary per-module forward.
 
-Both paths read the same int8 weights up to 4 rows. From 5 to `max_rows` (16 on CPUs with
+Both paths read the same int8 weights up to 4 rows. From 5 to `max_rows` (64 on CPUs with
 AVX512-BF16) the per-module path runs the packed bf16 weights instead, while the fused step
-stays on int8 with bf16 activations, which is the precision of torch's int8 x bf16 kernel.
-Measured on the demo model (2 cores), per decode step: batch 1 19 -> 13 ms, batch 8 34 ->
-25 ms, batch 16 43 -> 37 ms; see docs/benchmarks-default-model.md.
+stays on int8 with bf16 activations, which is the precision of torch's int8 x bf16 kernel; it
+keeps a second copy of the layers' int8 weights packed for that (`pack_for_batches`; +100 MB
+on the demo). Measured on the demo model (2 cores), per decode step, per-module -> fused:
+batch 1 ~19 -> ~10 ms, 8 ~32 -> ~20, 16 ~41 -> ~32, 32 ~62 -> ~49, 64 ~123 -> ~108; see
+docs/benchmarks-default-model.md.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def _unsupported(model: Gemma3ForCausalLM) -> str | None:
     inputs = (args.hidden_size, args.num_heads * args.head_dim, args.intermediate_size)
     if any(k % 64 for k in inputs):
         return f"matmul inputs {inputs} are not all multiples of 64"
+    if args.num_kv_heads * args.head_dim % 16:
+        return "projection outputs are not multiples of 16"
     for layer in model.model.layers:
         for linear in _linears(layer):
             if not isinstance(linear, QuantizedLinear) or linear.bias is not None:
@@ -77,14 +81,11 @@ def _linears(layer: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
     return (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
 
 
-def _q8(linear: QuantizedLinear) -> Q8Linear:
-    return Q8Linear(
-        linear.q8.data_ptr(),
-        linear.scale8.data_ptr(),
-        linear.balance8.data_ptr(),
-        linear.out_features,
-        linear.in_features,
-    )
+def pack_for_batches(q8: torch.Tensor) -> torch.Tensor:
+    """int8 [N, K] -> [N / 16, K / 2, 16, 2]: per 16 outputs, each pair of inputs side by side,
+    the layout of the kernel's batch path (int8_dot.h)."""
+    n, k = q8.shape
+    return q8.view(n // 16, 16, k // 2, 2).permute(0, 2, 1, 3).contiguous()
 
 
 class NativeGemma3Decode:
@@ -95,6 +96,7 @@ class NativeGemma3Decode:
         args, layers = model.args, model.model.layers
         self._run = kernel.run
         self.max_rows = kernel.max_rows
+        batches = self.max_rows > 4  # a packed copy of the layers for the batch path
         self._rope_index = {t: i for i, t in enumerate(sorted(set(args.layer_types)))}
         # The structs hold raw pointers: keep every tensor they point into alive here.
         self._tensors: list[torch.Tensor] = []
@@ -112,7 +114,7 @@ class NativeGemma3Decode:
             ]
             qk_norm = self._keep(attn.qk_norm_scale().contiguous())
             self._layers[i] = Gemma3Layer(
-                *(_q8(linear) for linear in _linears(layer)),
+                *(self._q8(linear, batches) for linear in _linears(layer)),
                 *(t.data_ptr() for t in norms),
                 qk_norm.data_ptr(),
                 None,  # caches: bound on the first call
@@ -138,6 +140,17 @@ class NativeGemma3Decode:
     def _keep(self, tensor: torch.Tensor) -> torch.Tensor:
         self._tensors.append(tensor)
         return tensor
+
+    def _q8(self, linear: QuantizedLinear, batches: bool) -> Q8Linear:
+        packed = self._keep(pack_for_batches(linear.q8)).data_ptr() if batches else None
+        return Q8Linear(
+            linear.q8.data_ptr(),
+            packed,
+            linear.scale8.data_ptr(),
+            linear.balance8.data_ptr(),
+            linear.out_features,
+            linear.in_features,
+        )
 
     def __call__(
         self,
