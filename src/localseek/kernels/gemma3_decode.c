@@ -104,7 +104,8 @@ static void balance_row(const float *h, const float *balance, int64_t n, float *
     }
 }
 
-/* Rows of a matmul's input for the batch path: bf16, padded with zero rows to a multiple of 16. */
+/* Rows the batch path's bf16 input has room for: M rounded up to whole tiles of 16 rows (the
+ * rows past M feed tile lanes whose sums are never stored). */
 static int64_t padded_rows(int64_t M) { return (M + 15) / 16 * 16; }
 
 /* y [M, n] = bf16(scale * (w . x)) for x [M, k] balanced; output rows split over threads.
