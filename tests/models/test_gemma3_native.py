@@ -152,11 +152,12 @@ def test_decode_steps_match_the_per_module_path(tiny_dir, prompt_lens):
     assert calls == [len(prompt_lens)] * 8
 
 
-@pytest.mark.parametrize("rows", [6, 16, 18])
+@pytest.mark.parametrize("rows", [6, 16, 18, 27])
 def test_batched_rows_match_the_same_rows_a_few_at_a_time(tiny_dir, rows):
-    # Above 4 rows the fused step multiplies bf16-rounded activations (the batch dot path, in
-    # blocks of 8 or 16 rows; 18 = 16 + 2 with padding); against the same step run 4 rows per
-    # call on float32 activations, which the test above ties to the per-module path.
+    # Above 4 rows the fused step multiplies bf16-rounded activations in tiles of 16 rows, the
+    # last one of 8 when at most 8 are left (6: one of 8; 18: 16 + 8; 27: 16 + 16, both
+    # padded); against the same step run 4 rows per call on float32 activations, which the
+    # test above ties to the per-module path.
     model = int8_model(tiny_dir)
     attach(model)
     model.native_decode.max_rows = 32

@@ -108,6 +108,9 @@ static void balance_row(const float *h, const float *balance, int64_t n, float *
  * rows past M feed tile lanes whose sums are never stored). */
 static int64_t padded_rows(int64_t M) { return (M + 15) / 16 * 16; }
 
+/* The batch path's tile height for block b (rows 16b ..): 8 when at most 8 rows are left. */
+static int64_t block_rows(int64_t M, int64_t b) { return M - 16 * b <= 8 ? 8 : 16; }
+
 /* y [M, n] = bf16(scale * (w . x)) for x [M, k] balanced; output rows split over threads.
  * Up to 4 rows the weights meet float32 activations (one read of the weights, memory-bound);
  * more rows go through the bf16 dot instruction on the packed weights (int8_dot.h) where the
@@ -117,11 +120,13 @@ static void q8_matmul(const q8_linear *L, const float *x, uint16_t *xb, float *y
                       int batch_dot) {
     const int64_t N = L->n, K = L->k;
     if (M > 4 && batch_dot && L->packed) {
-        const int64_t R = M <= 8 ? 8 : 16; /* rows past M read stale padding, never stored */
-        /* xb: per block of R rows, pair-major [K / 2][R][2] bf16 (see int8_dot.h) */
+        /* xb: blocks of 16 rows, the last one of 8 when at most 8 rows are left, each
+         * pair-major [K / 2][R][2] bf16 (see int8_dot.h); a block's rows past M read stale
+         * padding, and their sums are never stored */
         #pragma omp for schedule(static)
         for (int64_t m = 0; m < M; m++) {
-            uint32_t *pairs = (uint32_t *)(xb + (m / R) * R * K) + m % R;
+            const int64_t R = block_rows(M, m / 16);
+            uint32_t *pairs = (uint32_t *)(xb + (m / 16) * 16 * K) + m % 16;
             for (int64_t k = 0; k < K; k += 16) {
                 uint32_t packed[8];
                 bf16_store16((uint16_t *)packed, _mm512_loadu_ps(x + m * K + k));
@@ -131,7 +136,8 @@ static void q8_matmul(const q8_linear *L, const float *x, uint16_t *xb, float *y
         #pragma omp for schedule(static)
         for (int64_t t = 0; t < N / 16; t++) {
             const __m512 scale = _mm512_loadu_ps(L->scale + t * 16);
-            for (int64_t m0 = 0; m0 < M; m0 += R) {
+            for (int64_t m0 = 0; m0 < M; m0 += 16) {
+                const int64_t R = block_rows(M, m0 / 16);
                 __m512 sums[16];
                 if (R == 8) int8_bf16_tile_8(L->packed + t * 16 * K, xb + m0 * K, K, sums);
                 else int8_bf16_tile_16(L->packed + t * 16 * K, xb + m0 * K, K, sums);
