@@ -49,7 +49,14 @@ class Batch:
     """Sequences through one paged runner with the model's real KV groups: a prefill step per
     sequence, then decode steps of all of them together, teacher-forced."""
 
-    def __init__(self, model, prompt_lens: list[int], decode_steps: int, seed: int = 0):
+    def __init__(
+        self,
+        model,
+        prompt_lens: list[int],
+        decode_steps: int,
+        seed: int = 0,
+        tokens: list[list[int]] | None = None,
+    ):
         self.model = model
         layout = plan_kv_layout(model.kv_cache_specs())
         self.runner = ModelRunner(
@@ -58,9 +65,9 @@ class Batch:
         free = iter(range(599, 0, -1))  # out of order, and block ids never shared by groups
         self.seqs = []
         for i, n in enumerate(prompt_lens):
-            tokens = [(j * 37 + 11 * i + 7 * seed + 5) % 440 for j in range(n + decode_steps)]
-            seq = Sequence(f"r{i}", tokens, SamplingParams())
-            blocks = -(-len(tokens) // BLOCK_SIZE)
+            ids = [(j * 37 + 11 * i + 7 * seed + 5) % 440 for j in range(n + decode_steps)]
+            seq = Sequence(f"r{i}", tokens[i] if tokens else ids, SamplingParams())
+            blocks = -(-seq.num_tokens // BLOCK_SIZE)
             seq.block_tables = [[next(free) for _ in range(blocks)] for _ in layout.groups]
             self.seqs.append((seq, n))
 
@@ -78,7 +85,11 @@ class Batch:
         size = rows_per_call or len(steps)
         return torch.cat(
             [self._forward(steps[i : i + size], advance) for i in range(0, len(steps), size)]
-        )
+        ).float()
+
+    def decode_logits(self) -> torch.Tensor:
+        """One decode step of every sequence, as the engine would sample from it."""
+        return self.model.compute_logits(self._forward([Step(seq, 1) for seq, _ in self.seqs]))
 
     def _forward(self, steps: list[Step], advance: bool = True) -> torch.Tensor:
         with torch.inference_mode():
@@ -86,7 +97,7 @@ class Batch:
             hidden = self.model(batch.input_ids, batch.positions, self.runner.kv_caches, batch.meta)
         for step in steps:
             step.seq.num_computed_tokens += step.num_new_tokens if advance else 0
-        return hidden.float()
+        return hidden
 
 
 def counted(native) -> list[int]:
@@ -199,3 +210,65 @@ def test_larger_batches_and_prefill_take_the_per_module_path(tiny_dir):
     model.native_decode.max_rows = 3
     batch.decode()
     assert calls == [3]
+
+
+def test_the_engine_attaches_it_and_generates_what_the_modules_generate(tiny_dir):
+    from localseek import LLM
+
+    llm = LLM(
+        str(tiny_dir), dtype="bfloat16", quantization="int8", kv_cache_tokens=512,
+        show_progress=False,
+    )  # fmt: skip
+    model = llm.engine.runner.model
+    assert model.native_decode is not None
+    calls = counted(model.native_decode)
+    prompts = [[5, 17, 29], [40, 41, 42, 43, 44, 45, 46], [300] * 11]
+    greedy = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    fused = [out.token_ids for out in llm.generate(prompts, greedy)]
+    assert calls and max(calls) == 3
+    model.native_decode = None
+    assert [out.token_ids for out in llm.generate(prompts, greedy)] == fused
+
+
+def test_demo_model_fused_decode_keeps_top1_agreement():
+    """The real demo GGUF (head_dim 256, 4 query heads on 1 KV head, 512-token windows): the
+    passage decoded one teacher-forced token per step through the fused step, against the
+    unquantized bf16 model's prefill logits. Measured over these first 160 tokens: top-1
+    agreement 0.944, NLL +0.025 nats; over the whole 292-token passage 0.969, +0.023 (the
+    per-module int8 path there: 0.956, +0.028)."""
+    from test_quantization import PASSAGE
+
+    from localseek.models.registry import resolve_model_class
+    from localseek.weights.default_model import default_model_path
+    from localseek.weights.gguf import open_gguf
+
+    source = open_gguf(default_model_path())
+    ids = source.tokenizer.encode(PASSAGE)[:160]
+
+    def load() -> torch.nn.Module:
+        model = resolve_model_class(source.config)(source.config, torch.bfloat16, "cpu")
+        model.load_weights(source.weights())
+        return model.eval()
+
+    reference_model = load()
+    prefill = Batch(reference_model, [len(ids)], decode_steps=0, tokens=[ids])
+    with torch.inference_mode():
+        steps = [Step(prefill.seqs[0][0], len(ids))]
+        reference = reference_model.compute_logits(prefill._forward(steps))
+    del reference_model, prefill
+    model = load()
+    quantize_model(model, "int8")
+    assert attach(model) is None
+    calls = counted(model.native_decode)
+    batch = Batch(model, [0], decode_steps=len(ids), tokens=[ids])
+    with torch.inference_mode():
+        logits = torch.cat([batch.decode_logits() for _ in range(len(ids))])
+    assert calls == [1] * len(ids)
+    agreement = (logits.argmax(-1) == reference.argmax(-1)).float().mean().item()
+    targets = torch.tensor(ids[1:])[:, None]
+    ours = logits[:-1].log_softmax(-1).gather(-1, targets)
+    ref = reference[:-1].log_softmax(-1).gather(-1, targets)
+    nll_increase = (ref - ours).mean().item()
+    print(f"\nfused int8 decode: top-1 agreement {agreement:.4f}, NLL +{nll_increase:.4f}")
+    assert agreement >= 0.9
+    assert nll_increase < 0.06
