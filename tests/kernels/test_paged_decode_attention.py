@@ -61,3 +61,24 @@ def test_shapes_the_kernel_cannot_take_are_declined():
     assert not kernel.handles(q.half(), cache.half(), cache.half())  # fp16: torch path
     assert not kernel.handles(q, cache.transpose(0, 1), cache)  # not contiguous
     assert not kernel.handles(torch.zeros(2, 3, 32), torch.zeros(4, 16, 2, 32), cache)  # 3 % 2
+
+
+@pytest.mark.parametrize("window", [None, 300, 600])
+def test_one_long_sequence_is_split_across_threads(window):
+    """Fewer (sequence, KV head) items than threads and at least 512 keys: the keys are split
+    among the threads and the partial softmaxes merged (window 300: too few keys, not split)."""
+    gen = torch.Generator().manual_seed(7)
+    block_size, num_blocks = 16, 160
+    k_cache = torch.randn(num_blocks, block_size, 1, 64, generator=gen)
+    v_cache = torch.randn(num_blocks, block_size, 1, 64, generator=gen)
+    lens = torch.tensor([2047], dtype=torch.int32)
+    tables = torch.randperm(num_blocks, generator=gen)[:128][None].to(torch.int32)
+    q = torch.randn(1, 4, 64, generator=gen) * 3  # peaked scores: the merge's rescaling matters
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)  # four ranges of keys, whatever the machine
+    try:
+        out = kernel(q, k_cache, v_cache, tables, lens, 0.125, window)
+    finally:
+        torch.set_num_threads(threads)
+    expected = _dense(q, k_cache, v_cache, tables, lens, 0.125, window)
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)

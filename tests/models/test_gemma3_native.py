@@ -183,6 +183,25 @@ def test_batched_rows_match_the_same_rows_a_few_at_a_time(tiny_dir, rows):
     assert calls == ([4] * (rows // 4) + [rows % 4] * (rows % 4 > 0) + [rows]) * 4
 
 
+def test_a_long_context_split_across_threads_matches_the_per_module_path(tmp_path):
+    # One sequence of 600+ tokens: the global layer's keys are split among 4 threads and the
+    # partial softmaxes merged (the 5-token window layers are not split). The merge itself is
+    # checked against float64 in tests/kernels; this runs the split inside the fused step,
+    # whose hidden states on the random tiny model are not sensitive to it.
+    model_dir = make_tiny_gemma3(tmp_path, head_dim=32, max_position_embeddings=1024)
+    model = load_ours(model_dir, torch.bfloat16)
+    quantize_model(model, "int8")
+    attach(model)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        pairs = decode_both_ways(model, [600], steps=3)
+    finally:
+        torch.set_num_threads(threads)
+    for reference, fused in pairs:
+        torch.testing.assert_close(fused, reference, atol=HIDDEN_ATOL, rtol=0)
+
+
 def test_the_kv_it_writes_serves_later_steps_of_either_path(tiny_dir):
     # Decode 10 steps with the fused step alone, then 2 with the per-module path, which reads
     # the fused step's K/V; against the per-module path throughout.

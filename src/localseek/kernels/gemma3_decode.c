@@ -221,9 +221,13 @@ int localseek_gemma3_decode(const gemma3_dims *dims, const gemma3_layer *layers,
     float *work = (float *)aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
     const size_t halves = (size_t)M * 2 * q_size + (size_t)padded_rows(M) * widest;
     uint16_t *heads = (uint16_t *)aligned_alloc(64, (halves * 2 + 63) / 64 * 64);
-    if (!work || !heads) {
+    const int64_t parts = attend_parts(M * Hkv, threads);
+    attend_state *states =
+        parts > 1 ? (attend_state *)aligned_alloc(64, (size_t)(M * Hkv * parts) * sizeof(attend_state)) : NULL;
+    if (!work || !heads || (parts > 1 && !states)) {
         free(work);
         free(heads);
+        free(states);
         return 1;
     }
     const int batch_dot = __builtin_cpu_supports("avx512bf16");
@@ -277,14 +281,10 @@ int localseek_gemma3_decode(const gemma3_dims *dims, const gemma3_layer *layers,
                 }
             }
 
-            #pragma omp for schedule(dynamic, 1)
-            for (int64_t mh = 0; mh < M * Hkv; mh++) {
-                const int64_t m = mh / Hkv, h = mh % Hkv;
-                attend_one((const char *)(q_rot + m * q_size), (const char *)L->k_cache,
-                           (const char *)L->v_cache, view->block_tables + m * view->table_stride,
-                           view->context_lens[m], (char *)(attn + m * q_size), Hkv, h, H / Hkv,
-                           D, D, B, L->window, dims->attn_scale, 1);
-            }
+            attend_items((const char *)q_rot, (const char *)L->k_cache, (const char *)L->v_cache,
+                         view->block_tables, view->table_stride, view->context_lens,
+                         (char *)attn, M, H, Hkv, D, D, B, L->window, dims->attn_scale, 1, threads,
+                         states);
 
             #pragma omp for schedule(static)
             for (int64_t m = 0; m < M; m++)
@@ -322,5 +322,6 @@ int localseek_gemma3_decode(const gemma3_dims *dims, const gemma3_layer *layers,
     for (int64_t i = 0; i < M * Hd; i++) x[i] = to_bf16(resid[i]);
     free(work);
     free(heads);
+    free(states);
     return 0;
 }

@@ -1,5 +1,8 @@
-/* One sequence's decode attention for one KV head, read through its block table (shared by
- * paged_decode_attention.c and gemma3_decode.c; see the former for layouts). */
+/* Decode attention read through block tables, shared by paged_decode_attention.c and
+ * gemma3_decode.c (see the former for layouts): each (sequence, KV head) item attends its
+ * keys with an online softmax; when there are fewer items than threads (one long sequence on a
+ * model with one KV head, say), an item's keys are split among threads and the partial
+ * results merged, as flash-decoding does. */
 #ifndef LOCALSEEK_PAGED_ATTENTION_H
 #define LOCALSEEK_PAGED_ATTENTION_H
 
@@ -20,12 +23,23 @@ static inline __m512 load16(const void *p, int bf16) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 }
 
-static void attend_one(const char *q, const char *k_cache, const char *v_cache,
-                       const int32_t *table, int64_t L, char *out, int64_t Hkv, int64_t h,
-                       int64_t G, int64_t D, int64_t Dv, int64_t B, int64_t window, float scale,
-                       int bf16) {
+/* One item's running softmax over some of its keys: per query head the max score, the sum of
+ * exp(score - max) and the exp-weighted sum of values. */
+typedef struct {
+    float mx[MAX_GROUP], sum[MAX_GROUP];
+    float acc[MAX_GROUP][MAX_DIM];
+} attend_state;
+
+/* Keys [t_begin, t_end) of the sequence whose query rows (the G heads of KV head h) start at q,
+ * into st. */
+static void attend_range(const char *q, const char *k_cache, const char *v_cache,
+                         const int32_t *table, int64_t t_begin, int64_t t_end, int64_t Hkv,
+                         int64_t h, int64_t G, int64_t D, int64_t Dv, int64_t B, float scale,
+                         int bf16, attend_state *st) {
     const int64_t es = bf16 ? 2 : 4;
-    float qf[MAX_GROUP + 3][MAX_DIM], acc[MAX_GROUP][MAX_DIM], mx[MAX_GROUP], sum[MAX_GROUP];
+    float qf[MAX_GROUP + 3][MAX_DIM];
+    float (*acc)[MAX_DIM] = st->acc;
+    float *mx = st->mx, *sum = st->sum;
     const int64_t G4 = (G + 3) / 4 * 4; /* query rows padded with zeros: dots 4 at a time */
     for (int64_t g = 0; g < G; g++) {
         for (int64_t d = 0; d < D; d += 16)
@@ -43,9 +57,8 @@ static void attend_one(const char *q, const char *k_cache, const char *v_cache,
     __m512 dots[MAX_GROUP][16];
     const char *v_rows[16];
     float p[16];
-    int64_t start = (window > 0 && L > window) ? L - window : 0;
-    for (int64_t t0 = start; t0 < L; t0 += 16) {
-        const int64_t n = L - t0 < 16 ? L - t0 : 16;
+    for (int64_t t0 = t_begin; t0 < t_end; t0 += 16) {
+        const int64_t n = t_end - t0 < 16 ? t_end - t0 : 16;
         for (int64_t j = 0; j < 16; j++) {
             if (j >= n) {
                 for (int64_t g = 0; g < G; g++) dots[g][j] = _mm512_setzero_ps();
@@ -92,16 +105,88 @@ static void attend_one(const char *q, const char *k_cache, const char *v_cache,
             }
         }
     }
+}
+
+/* out (the G heads of KV head h, bf16 or float32) from the states of an item's key ranges. */
+static void attend_merge(attend_state *const *parts, int64_t n_parts, int64_t h, int64_t G,
+                         int64_t Dv, int bf16, char *out) {
+    const int64_t es = bf16 ? 2 : 4;
     for (int64_t g = 0; g < G; g++) {
-        float inv = sum[g] > 0.0f ? 1.0f / sum[g] : 0.0f;
-        char *o = out + (h * G + g) * Dv * es;
-        for (int64_t d = 0; d < Dv; d++) {
-            float value = acc[g][d] * inv;
-            if (bf16)
-                ((uint16_t *)o)[d] = to_bf16(value);
-            else
-                ((float *)o)[d] = value;
+        float top = -INFINITY, total = 0.0f;
+        for (int64_t i = 0; i < n_parts; i++) top = parts[i]->mx[g] > top ? parts[i]->mx[g] : top;
+        float weight[64];
+        for (int64_t i = 0; i < n_parts; i++) {
+            weight[i] = parts[i]->sum[g] > 0.0f ? expf(parts[i]->mx[g] - top) : 0.0f;
+            total += parts[i]->sum[g] * weight[i];
         }
+        const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+        char *o = out + (h * G + g) * Dv * es;
+        for (int64_t d = 0; d < Dv; d += 16) {
+            __m512 v = _mm512_setzero_ps();
+            for (int64_t i = 0; i < n_parts; i++)
+                v = _mm512_fmadd_ps(_mm512_loadu_ps(parts[i]->acc[g] + d), _mm512_set1_ps(weight[i]), v);
+            v = _mm512_mul_ps(v, _mm512_set1_ps(inv));
+            if (bf16)
+                bf16_store16((uint16_t *)o + d, v);
+            else
+                _mm512_storeu_ps((float *)o + d, v);
+        }
+    }
+}
+
+/* Keys split across threads only for items this long (the split and merge cost a pass over
+ * the partial states; below this an item is a few microseconds of work). */
+#define SPLIT_MIN_KEYS 512
+#define MAX_PARTS 64
+
+/* How many key ranges each of `items` items gets when `threads` threads share them. */
+static int64_t attend_parts(int64_t items, int threads) {
+    if (items >= threads) return 1;
+    const int64_t parts = threads / items;
+    return parts > MAX_PARTS ? MAX_PARTS : parts;
+}
+
+/* Every (sequence, KV head) item of a decode step; called inside an OpenMP parallel region by
+ * all its threads. q [S, Hq, D], out [S, Hq, Dv]; item s reads its block table at
+ * tables + s * stride and its context length lens[s]. `states`: attend_parts(S * Hkv,
+ * threads) * S * Hkv states of scratch (unused when every item is whole). */
+static void attend_items(const char *q, const char *k_cache, const char *v_cache,
+                         const int32_t *tables, int64_t stride, const int32_t *lens, char *out,
+                         int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t Dv, int64_t B,
+                         int64_t window, float scale, int bf16, int threads,
+                         attend_state *states) {
+    const int64_t es = bf16 ? 2 : 4, G = Hq / Hkv, items = S * Hkv;
+    const int64_t parts = attend_parts(items, threads);
+    #pragma omp for schedule(dynamic, 1)
+    for (int64_t job = 0; job < items * parts; job++) {
+        const int64_t item = job / parts, part = job % parts, s = item / Hkv, h = item % Hkv;
+        const int64_t L = lens[s], start = (window > 0 && L > window) ? L - window : 0;
+        const int64_t keys = L - start;
+        const int64_t split = keys >= SPLIT_MIN_KEYS ? parts : 1;
+        if (part >= split) continue;
+        const char *qs = q + s * Hq * D * es;
+        if (split == 1) {
+            attend_state st;
+            attend_range(qs, k_cache, v_cache, tables + s * stride, start, L, Hkv, h, G, D, Dv, B,
+                         scale, bf16, &st);
+            attend_state *one = &st;
+            attend_merge(&one, 1, h, G, Dv, bf16, out + s * Hq * Dv * es);
+            continue;
+        }
+        /* ranges of whole 16-key blocks */
+        const int64_t per = (keys + split * 16 - 1) / (split * 16) * 16;
+        const int64_t lo = start + part * per, hi = lo + per < L ? lo + per : L;
+        attend_range(qs, k_cache, v_cache, tables + s * stride, lo < L ? lo : L, hi, Hkv, h, G, D,
+                     Dv, B, scale, bf16, &states[item * parts + part]);
+    }
+    #pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; item++) {
+        const int64_t s = item / Hkv, h = item % Hkv;
+        const int64_t L = lens[s], start = (window > 0 && L > window) ? L - window : 0;
+        if (parts == 1 || L - start < SPLIT_MIN_KEYS) continue; /* written whole above */
+        attend_state *ptrs[MAX_PARTS];
+        for (int64_t i = 0; i < parts; i++) ptrs[i] = &states[item * parts + i];
+        attend_merge(ptrs, parts, h, G, Dv, bf16, out + s * Hq * Dv * es);
     }
 }
 
