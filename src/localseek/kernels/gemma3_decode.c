@@ -27,6 +27,7 @@
 #include "bf16.h"
 #include "int8_dot.h"
 #include "paged_attention.h"
+#include "simd.h"
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>

@@ -10,8 +10,6 @@
 #include <immintrin.h>
 #include <stdint.h>
 
-#include "simd.h"
-
 #define WIDEN(b, i) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(b, i)))
 
 #define DEFINE_INT8_DOT(M)                                                                 \

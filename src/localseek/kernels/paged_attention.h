@@ -16,11 +16,10 @@
 
 #define MAX_GROUP 16 /* query heads per KV head */
 #define MAX_DIM 512  /* head_dim and v_dim */
+#define MAX_PARTS 64 /* key ranges one item is split into */
 
 static inline __m512 load16(const void *p, int bf16) {
-    if (!bf16) return _mm512_loadu_ps((const float *)p);
-    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+    return bf16 ? bf16_load16((const uint16_t *)p) : _mm512_loadu_ps((const float *)p);
 }
 
 /* One item's running softmax over some of its keys: per query head the max score, the sum of
@@ -114,7 +113,7 @@ static void attend_merge(attend_state *const *parts, int64_t n_parts, int64_t h,
     for (int64_t g = 0; g < G; g++) {
         float top = -INFINITY, total = 0.0f;
         for (int64_t i = 0; i < n_parts; i++) top = parts[i]->mx[g] > top ? parts[i]->mx[g] : top;
-        float weight[64];
+        float weight[MAX_PARTS];
         for (int64_t i = 0; i < n_parts; i++) {
             weight[i] = parts[i]->sum[g] > 0.0f ? expf(parts[i]->mx[g] - top) : 0.0f;
             total += parts[i]->sum[g] * weight[i];
@@ -137,7 +136,6 @@ static void attend_merge(attend_state *const *parts, int64_t n_parts, int64_t h,
 /* Keys split across threads only for items this long (the split and merge cost a pass over
  * the partial states; below this an item is a few microseconds of work). */
 #define SPLIT_MIN_KEYS 512
-#define MAX_PARTS 64
 
 /* How many key ranges each of `items` items gets when `threads` threads share them. */
 static int64_t attend_parts(int64_t items, int threads) {
