@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from localseek.errors import ConfigError
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
-# none: weights as loaded; int8: per-output-channel int8 linears; int4: the vocabulary
-# projection group-wise int4 where the CPU kernel is fastest (one row at a time), int8
-# elsewhere; auto: int8 when the file is already quantized (a GGUF of Q8_0/Q4_K/...), else
-# none. See models/quantization.py.
-QUANTIZATION_METHODS = ("none", "int8", "int4", "auto")
+# auto: a quantized GGUF's blocks kept and multiplied as stored where the native kernel runs
+# (gguf), else exact weights; gguf: insist on that; none: weights dequantized exactly;
+# int8 / int4: requantized after load (lossy, opt-in). See models/linear_methods.py.
+QUANTIZATION_METHODS = ("auto", "gguf", "none", "int8", "int4")
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class ModelConfig:
     device: str = "auto"  # auto: cuda if available, else cpu
     max_model_len: int | None = None  # None: the model's own context length
     trust_remote_code: bool = False  # accepted for CLI compatibility; never executes remote code
-    quantization: str = "none"  # one of QUANTIZATION_METHODS, applied to the linears after load
+    quantization: str = "auto"  # one of QUANTIZATION_METHODS: how linear weights are kept
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:

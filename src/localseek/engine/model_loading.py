@@ -14,9 +14,9 @@ from localseek.config import CacheConfig, EngineConfig, ModelConfig, SchedulerCo
 from localseek.engine.kv_layout import KVLayout, plan_kv_layout
 from localseek.engine.runner import ModelRunner, cpu_has_fast_bf16
 from localseek.errors import ConfigError
+from localseek.models.linear_methods import LinearMethod, choose_linear_method
 from localseek.models.registry import resolve_model_class
 from localseek.weights.loader import open_model
-from localseek.weights.source import ModelSource
 from localseek.weights.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ def load_model(config: EngineConfig) -> LoadedModel:
     device = resolve_device(config.model.device)
     dtype = resolve_dtype(config.model.dtype, device)
     model_cls = resolve_model_class(source.config)
+    method = choose_linear_method(config.model.quantization, source, device)
+    logger.info("linear weights: %s (%s)", method.name, method.reason)
     with torch.device(device):
         model = model_cls(source.config, dtype, device)
     bar = tqdm(
@@ -76,14 +78,14 @@ def load_model(config: EngineConfig) -> LoadedModel:
     )
 
     def counted():
-        for item in source.weights():
+        for item in source.weights(method.keep_packed):
             yield item
             bar.update(1)
 
     model.load_weights(counted())
     bar.close()
     model.eval()
-    _quantize(model, resolve_quantization(config.model.quantization, source))
+    _quantize(model, method)
     _pack(model)
     if device.type == "cpu":
         _native_attention()
@@ -130,20 +132,9 @@ def load_model(config: EngineConfig) -> LoadedModel:
     )
 
 
-# GGUF tensor types stored at full or half precision; any other type is a quantized one.
-_FLOAT_GGUF_TYPES = frozenset({"F32", "F16", "BF16", "F64"})
-
-
-def resolve_quantization(method: str, source: ModelSource) -> str:
-    """'auto' -> 'int8' when the file's weights are already quantized, else 'none'."""
-    if method != "auto":
-        return method
-    types = set(source.extra.get("tensor_types") or ())
-    return "int8" if types - _FLOAT_GGUF_TYPES else "none"
-
-
-def _quantize(model: torch.nn.Module, method: str) -> None:
-    if method == "none":
+def _quantize(model: torch.nn.Module, linear_method: LinearMethod) -> None:
+    method = linear_method.requantize
+    if method is None:
         return
     from localseek.models.quantization import quantize_model
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from localseek.errors import ModelLoadError
+from localseek.weights.packed_weight import PackedWeight
 
 # Buffers some checkpoints carry that every model recomputes itself.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -36,9 +37,12 @@ def copy_checkpoint(
 ) -> None:
     """Copy (name, tensor) pairs into `model`; names in `skip` are ignored.
 
+    A PackedWeight (GGUF blocks the loader asked to keep) goes to the module it lands in as
+    blocks where a packed form exists (gguf_linear.PackedPlacement), dequantized elsewhere.
     Raises ModelLoadError naming unexpected tensors, wrong shapes or parameters left incomplete.
     """
     params = dict(model.named_parameters())
+    placement = None
     loaded: dict[str, set] = {name: set() for name in params}
     unexpected: list[str] = []
     for name, tensor in weights:
@@ -55,8 +59,15 @@ def copy_checkpoint(
                 f"weight {name!r} has shape {tuple(tensor.shape)} but the model expects "
                 f"{tuple(dest.shape)}; the config does not match the checkpoint"
             )
-        dest.copy_(tensor)
+        if isinstance(tensor, PackedWeight) and placement is None:
+            from localseek.models.gguf_linear import PackedPlacement
+
+            placement = PackedPlacement(model)
+        if placement is None or not placement.place(target, dest, tensor):
+            dest.copy_(tensor.dequantize() if isinstance(tensor, PackedWeight) else tensor)
         loaded[target].add(part)
+    if placement is not None:
+        placement.finish()
     if unexpected:
         raise ModelLoadError(
             f"checkpoint has {len(unexpected)} weight(s) this model does not know: "

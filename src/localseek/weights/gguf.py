@@ -39,8 +39,8 @@ def open_gguf(path: str | Path) -> ModelSource:
     )
     num_weights = sum(1 for t in gguf.tensors if t.name != "rope_freqs.weight")
 
-    def weights():
-        return iter_hf_tensors(gguf, arch, fix)
+    def weights(keep_packed: frozenset[int]):
+        return iter_hf_tensors(gguf, arch, fix, keep_packed)
 
     return ModelSource(
         config=config,

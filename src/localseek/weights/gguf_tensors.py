@@ -13,6 +13,7 @@ from gguf import GGMLQuantizationType
 from localseek.errors import UnsupportedModelError
 from localseek.weights.gguf_dequant import dequantize_blocks
 from localseek.weights.gguf_file import GGUFFile, GGUFTensorInfo
+from localseek.weights.packed_weight import PackedWeight
 
 _T = GGMLQuantizationType
 # Storage types localseek dequantizes at load (torch kernels, or the gguf package's numpy ones).
@@ -132,34 +133,50 @@ def dequantized(gguf: GGUFFile, info: GGUFTensorInfo) -> torch.Tensor:
     return dequantize_blocks(raw, info.ggml_type)
 
 
-def _unpermute_rows(t: torch.Tensor, heads: int) -> torch.Tensor:
+def _unpermuted_order(rows: int, heads: int) -> torch.Tensor:
     """Undo llama.cpp's q/k permute: per head, rows (d/2 pairs) -> (2 halves of d/2).
 
     llama.cpp reorders each head's rows from HF's [first half | second half] rotary layout
     to interleaved pairs; viewing rows as [heads, d/2, 2] and swapping back restores HF's.
+    Returned as the source row of each output row, so packed rows move the same way.
     """
-    rows = t.shape[0]
-    view = t.reshape(heads, rows // heads // 2, 2, *t.shape[1:])
-    return view.transpose(1, 2).reshape(t.shape)
+    order = torch.arange(rows).reshape(heads, rows // heads // 2, 2)
+    return order.transpose(1, 2).reshape(rows)
 
 
-def apply_layout_fix(fix: LayoutFix, gguf_name: str, t: torch.Tensor) -> torch.Tensor:
+def apply_layout_fix(
+    fix: LayoutFix, gguf_name: str, t: torch.Tensor | PackedWeight
+) -> torch.Tensor | PackedWeight:
     if fix.unpermute_qk:
-        if ".attn_q." in gguf_name:
-            return _unpermute_rows(t, fix.num_heads)
-        if ".attn_k." in gguf_name:
-            return _unpermute_rows(t, fix.num_kv_heads)
+        heads = (
+            fix.num_heads
+            if ".attn_q." in gguf_name
+            else fix.num_kv_heads
+            if ".attn_k." in gguf_name
+            else None
+        )
+        if heads is not None:
+            order = _unpermuted_order(t.shape[0], heads)
+            return t.rows(order) if isinstance(t, PackedWeight) else t.index_select(0, order)
     if fix.norm_minus_one and gguf_name.endswith("norm.weight"):
         return t.float() - 1.0
     return t
 
 
 def iter_hf_tensors(
-    gguf: GGUFFile, arch: str, fix: LayoutFix
-) -> Iterator[tuple[str, torch.Tensor]]:
-    """(HF name, tensor) one at a time; each is dequantized only when the loader asks for it."""
+    gguf: GGUFFile, arch: str, fix: LayoutFix, keep_packed: frozenset[int] = frozenset()
+) -> Iterator[tuple[str, torch.Tensor | PackedWeight]]:
+    """(HF name, tensor) one at a time; each is dequantized only when the loader asks for it.
+
+    2-D tensors stored in a `keep_packed` type come as PackedWeight views of the mapping.
+    """
     for info in gguf.tensors:
         name = hf_name(arch, info.name)
         if name is None:
             continue
-        yield name, apply_layout_fix(fix, info.name, dequantized(gguf, info))
+        if info.ggml_type in keep_packed and len(info.shape) == 2:
+            data = torch.from_numpy(gguf.raw(info))  # uint8 [rows, bytes per row], no copy
+            tensor = PackedWeight(info.ggml_type, data, (info.shape[0], info.shape[1]))
+        else:
+            tensor = dequantized(gguf, info)
+        yield name, apply_layout_fix(fix, info.name, tensor)

@@ -26,7 +26,7 @@ def open_hf_dir(directory: str | Path) -> ModelSource:
         config=config,
         tokenizer=Tokenizer.from_pretrained_dir(directory),
         num_tensors=weights.num_tensors,
-        weight_iter=weights.__iter__,
+        weight_iter=lambda _keep_packed: iter(weights),
         path=str(directory),
         format="hf",
     )

@@ -1,0 +1,271 @@
+/* Dot products of one GGUF-quantized weight row with up to four int8 activation rows.
+ *
+ * Weights stay in ggml's block layouts (ggml-common.h): Q4_0, Q5_0, Q8_0 (32 values a block)
+ * and Q4_K, Q5_K, Q6_K (256 values a super-block). Activations are quantized per 32 values to
+ * int8 with a float scale (act_row), and the sums of their quantized values per 16 and per 32
+ * are kept, so a block's offset (Q4_0's -8, a K-quant's min) costs one multiply per block
+ * rather than one per value. Each 32-value chunk of weights is unpacked once to unsigned bytes
+ * and multiplied with every activation row: u8 x s8 products summed in int32 (AVX2's
+ * maddubs + madd, or one AVX512-VNNI dpbusd), then scaled in float.
+ *
+ * 256-bit vectors in every variant: the work per value is small and the loads dominate, and
+ * the same code then runs on AVX2 CPUs; the AVX-512 variant differs by the VNNI instruction.
+ */
+#ifndef LOCALSEEK_GGUF_DOT_H
+#define LOCALSEEK_GGUF_DOT_H
+
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_ACT_ROWS 4
+
+/* ggml type ids (gguf's GGMLQuantizationType) and their block sizes. */
+enum { T_Q4_0 = 2, T_Q5_0 = 6, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14 };
+
+/* One activation row quantized in blocks of 32: x[i] ~= d[i / 32] * q[i]. */
+typedef struct {
+    const int8_t *q;   /* [K] */
+    const float *d;    /* [K / 32] */
+    const float *s16;  /* [K / 16]: d * (sum of the 16 quantized values) */
+    const float *s32;  /* [K / 32]: d * (sum of the 32 quantized values) */
+} act_row;
+
+static inline float half_to_float(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* sum over 4-byte groups of u[i] * a[i] (u unsigned, a signed): lanes 0-3 cover bytes 0-15,
+ * lanes 4-7 bytes 16-31. */
+static inline __m256i dot32(__m256i u, __m256i a) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, a);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1));
+#endif
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* acc += float(dot32(u, a)) * coef */
+static inline __m256 fma_chunk(__m256i u, const int8_t *a, __m256 coef, __m256 acc) {
+    __m256i s = dot32(u, _mm256_loadu_si256((const __m256i *)a));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), coef, acc);
+}
+
+static inline __m256 u8x8_to_float(const uint8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+static inline __m256 s8x8_to_float(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+/* 32 bits -> 32 bytes, byte k = 0x10 where bit k is set (Q5's fifth bit, in place). */
+static inline __m256i fifth_bits(uint32_t bits) {
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i mask = _mm256_set1_epi64x(0x8040201008040201LL);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), spread);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, mask), mask);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* Q4_0 (18 bytes: d, 16 bytes of nibbles; value = d * (q - 8)) and Q5_0 (22 bytes: d, 32
+ * fifth bits, 16 bytes of nibbles; value = d * (q - 16)): low nibbles are values 0-15, high
+ * nibbles 16-31. */
+static inline __attribute__((always_inline)) void dot_q4_0_q5_0(const uint8_t *w, int64_t nblocks, const act_row *a, float *res,
+                                 const int nr, const int five) {
+    __m256 acc[MAX_ACT_ROWS];
+    float off[MAX_ACT_ROWS];
+    for (int r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps(), off[r] = 0.0f;
+    const int64_t bytes = five ? 22 : 18;
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    for (int64_t b = 0; b < nblocks; b++) {
+        const uint8_t *blk = w + b * bytes;
+        const float d = half_to_float(blk);
+        const __m128i x = _mm_loadu_si128((const __m128i *)(blk + bytes - 16));
+        __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m4), _mm_and_si128(x, m4));
+        if (five) {
+            uint32_t qh;
+            memcpy(&qh, blk + 2, 4);
+            u = _mm256_or_si256(u, fifth_bits(qh));
+        }
+        for (int r = 0; r < nr; r++) {
+            acc[r] = fma_chunk(u, a[r].q + b * 32, _mm256_set1_ps(d * a[r].d[b]), acc[r]);
+            off[r] += d * a[r].s32[b];
+        }
+    }
+    for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]) - (five ? 16.0f : 8.0f) * off[r];
+}
+
+/* Q8_0 (34 bytes: d, 32 signed bytes): |w| x (a with w's sign) keeps the first factor
+ * unsigned, as the instruction needs. */
+static inline __attribute__((always_inline)) void dot_q8_0(const uint8_t *w, int64_t nblocks, const act_row *a, float *res,
+                            const int nr) {
+    __m256 acc[MAX_ACT_ROWS];
+    for (int r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nblocks; b++) {
+        const uint8_t *blk = w + b * 34;
+        const float d = half_to_float(blk);
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 2));
+        const __m256i u = _mm256_abs_epi8(q);
+        for (int r = 0; r < nr; r++) {
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(a[r].q + b * 32));
+            __m256i s = dot32(u, _mm256_sign_epi8(x, q));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * a[r].d[b]), acc[r]);
+        }
+    }
+    for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]);
+}
+
+/* Q4_K / Q5_K's eight 6-bit scales and mins, packed in 12 bytes. */
+static inline void k4_scales(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = s[j] & 63;
+        mn[j] = s[j + 4] & 63;
+        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 6) << 4);
+        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
+    }
+}
+
+/* Q4_K (144 bytes: d, dmin, scales[12], qs[128]) and Q5_K (176 bytes: d, dmin, scales[12],
+ * qh[32], qs[128]): value = d * sc[j] * q - dmin * mn[j] for sub-block j of 32. Chunk c of
+ * qs holds sub-block 2c in its low nibbles and 2c + 1 in its high ones; Q5_K's fifth bit of
+ * sub-block j is bit j of each qh byte. */
+static inline __attribute__((always_inline)) void dot_q4_K_q5_K(const uint8_t *w, int64_t nsuper, const act_row *a, float *res,
+                                 const int nr, const int five) {
+    __m256 acc[MAX_ACT_ROWS], accm[MAX_ACT_ROWS];
+    for (int r = 0; r < nr; r++) acc[r] = accm[r] = _mm256_setzero_ps();
+    const int64_t bytes = five ? 176 : 144;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < nsuper; i++) {
+        const uint8_t *blk = w + i * bytes;
+        uint8_t sc[8], mn[8];
+        k4_scales(blk + 4, sc, mn);
+        const __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(half_to_float(blk)), u8x8_to_float(sc));
+        const __m256 dmn = _mm256_mul_ps(_mm256_set1_ps(half_to_float(blk + 2)), u8x8_to_float(mn));
+        float coef[MAX_ACT_ROWS][8];
+        for (int r = 0; r < nr; r++) {
+            _mm256_storeu_ps(coef[r], _mm256_mul_ps(dsc, _mm256_loadu_ps(a[r].d + i * 8)));
+            accm[r] = _mm256_fmadd_ps(dmn, _mm256_loadu_ps(a[r].s32 + i * 8), accm[r]);
+        }
+        const uint8_t *qs = blk + (five ? 48 : 16);
+        __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m256i lo = _mm256_and_si256(raw, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            if (five) {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(
+                                             _mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+                qh = _mm256_srli_epi16(qh, 2);
+            }
+            for (int r = 0; r < nr; r++) {
+                const int8_t *x = a[r].q + i * 256 + 64 * c;
+                acc[r] = fma_chunk(lo, x, _mm256_broadcast_ss(&coef[r][2 * c]), acc[r]);
+                acc[r] = fma_chunk(hi, x + 32, _mm256_broadcast_ss(&coef[r][2 * c + 1]), acc[r]);
+            }
+        }
+    }
+    for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]) - hsum8(accm[r]);
+}
+
+/* Q6_K (210 bytes: ql[128], qh[64], scales[16] signed, d): value = d * sc[k] * (q - 32) for
+ * sub-block k of 16, q = 4 low bits from ql and 2 high bits from qh. Each half of 128 values
+ * takes 64 bytes of ql and 32 of qh: ql's low nibbles are values 0-63 of the half, its high
+ * nibbles 64-127, and qh's bit pairs 0-1, 2-3, 4-5, 6-7 give values 0-31, 32-63, 64-95, 96-127. */
+static inline __attribute__((always_inline)) void dot_q6_K(const uint8_t *w, int64_t nsuper, const act_row *a, float *res,
+                            const int nr) {
+    __m256 acc[MAX_ACT_ROWS], accm[MAX_ACT_ROWS];
+    for (int r = 0; r < nr; r++) acc[r] = accm[r] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    for (int64_t i = 0; i < nsuper; i++) {
+        const uint8_t *blk = w + i * 210;
+        const int8_t *sc = (const int8_t *)(blk + 192);
+        const float d = half_to_float(blk + 208);
+        /* the -32 offset: -32 d sum_k sc[k] * s16[k] */
+        const __m256 sc_lo = s8x8_to_float(sc), sc_hi = s8x8_to_float(sc + 8);
+        /* [sc[2c] x4 | sc[2c+1] x4] for chunk c of 32 values */
+        __m256 chunk_sc[8];
+        for (int c = 0; c < 8; c++)
+            chunk_sc[c] = _mm256_set_m128(_mm_set1_ps((float)sc[2 * c + 1]), _mm_set1_ps((float)sc[2 * c]));
+        for (int r = 0; r < nr; r++) {
+            const __m256 s = _mm256_mul_ps(sc_lo, _mm256_loadu_ps(a[r].s16 + i * 16));
+            accm[r] = _mm256_add_ps(accm[r], _mm256_mul_ps(_mm256_set1_ps(32.0f * d),
+                                    _mm256_fmadd_ps(sc_hi, _mm256_loadu_ps(a[r].s16 + i * 16 + 8), s)));
+        }
+        for (int n = 0; n < 2; n++) {
+            const uint8_t *ql = blk + 64 * n, *qh = blk + 128 + 32 * n;
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m2));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                   _mm256_and_si256(_mm256_srli_epi16(h, 2), m2));
+            for (int r = 0; r < nr; r++) {
+                const __m256 dd = _mm256_set1_ps(d);
+                for (int c = 0; c < 4; c++) {
+                    const int64_t chunk = i * 8 + 4 * n + c;
+                    const __m256 coef = _mm256_mul_ps(_mm256_mul_ps(dd, chunk_sc[4 * n + c]),
+                                                      _mm256_broadcast_ss(a[r].d + chunk));
+                    acc[r] = fma_chunk(q[c], a[r].q + chunk * 32, coef, acc[r]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]) - hsum8(accm[r]);
+}
+
+/* Values per block and bytes per block of each type. */
+static inline int block_values(int type) {
+    return (type == T_Q4_K || type == T_Q5_K || type == T_Q6_K) ? 256 : 32;
+}
+
+static inline int block_bytes(int type) {
+    switch (type) {
+    case T_Q4_0: return 18;
+    case T_Q5_0: return 22;
+    case T_Q8_0: return 34;
+    case T_Q4_K: return 144;
+    case T_Q5_K: return 176;
+    case T_Q6_K: return 210;
+    default: return 0;
+    }
+}
+
+/* res[r] = dot(weight row w of type `type` and K values, activation row r), r < nr. */
+static inline __attribute__((always_inline)) void dot_row(int type, const uint8_t *w, int64_t K, const act_row *a, float *res,
+                           int nr) {
+    const int64_t nb = K / block_values(type);
+#define LS_DOT_FOR(NR)                                                                            \
+    switch (type) {                                                                               \
+    case T_Q4_0: dot_q4_0_q5_0(w, nb, a, res, NR, 0); break;                                      \
+    case T_Q5_0: dot_q4_0_q5_0(w, nb, a, res, NR, 1); break;                                      \
+    case T_Q8_0: dot_q8_0(w, nb, a, res, NR); break;                                              \
+    case T_Q4_K: dot_q4_K_q5_K(w, nb, a, res, NR, 0); break;                                      \
+    case T_Q5_K: dot_q4_K_q5_K(w, nb, a, res, NR, 1); break;                                      \
+    case T_Q6_K: dot_q6_K(w, nb, a, res, NR); break;                                              \
+    }
+    /* constant row counts, so each inlined body keeps its accumulators in registers */
+    switch (nr) {
+    case 1: LS_DOT_FOR(1) break;
+    case 2: LS_DOT_FOR(2) break;
+    case 3: LS_DOT_FOR(3) break;
+    default: LS_DOT_FOR(4) break;
+    }
+#undef LS_DOT_FOR
+}
+
+#endif
