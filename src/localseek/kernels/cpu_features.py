@@ -20,6 +20,7 @@ KNOWN_FLAGS = (
     "avx512_bf16",
     "avx_vnni",
     "amx_bf16",
+    "amx_int8",
 )
 
 

@@ -35,8 +35,7 @@ def choose_linear_method(requested: str, source: ModelSource, device: torch.devi
         return LinearMethod(requested, frozenset(), requested, f"--quantization {requested}")
     if requested == "none":
         return LinearMethod("dense", frozenset(), None, "--quantization none: exact weights")
-    quantized = source.quantized_types
-    why_not = _why_not_packed(source, device) if quantized else "the weights are not quantized"
+    why_not = _why_not_packed(source, device)
     if requested == "gguf" and why_not is not None:
         raise ConfigError(f"--quantization gguf cannot be used: {why_not}")
     if why_not is not None:
@@ -44,7 +43,7 @@ def choose_linear_method(requested: str, source: ModelSource, device: torch.devi
     from localseek.kernels.gguf_matmul import PACKED_TYPES, gguf_matmul_kernel
 
     kernel = gguf_matmul_kernel()
-    names = _type_ids(quantized)
+    names = _type_ids(source.quantized_types)
     kept = frozenset(t for t in names.values() if t in PACKED_TYPES)
     others = sorted(n for n, t in names.items() if t not in PACKED_TYPES)
     if others:
@@ -62,6 +61,8 @@ def choose_linear_method(requested: str, source: ModelSource, device: torch.devi
 def _why_not_packed(source: ModelSource, device: torch.device) -> str | None:
     if source.format != "gguf":
         return "only GGUF files carry packed blocks"
+    if not source.quantized_types:
+        return "the file's weights are not quantized"
     if device.type != "cpu":
         return f"no GGUF block kernel for {device.type} yet: weights dequantized"
     from localseek.kernels.build import unavailable_reason

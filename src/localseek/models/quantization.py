@@ -120,7 +120,17 @@ def _int8_onednn(m: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
 
 
 def onednn_int8_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_prepack")
+    """oneDNN's int8 matmul, where the CPU has VNNI (or AMX) int8 dot products. Without them
+    oneDNN multiplies with AVX2's vpmaddubsw, whose int16 pair sums saturate: 5-15% error
+    measured on an AVX2-only EPYC, so the plan must not pick it there."""
+    from localseek.kernels.cpu_features import cpu_flags
+
+    has_int8_dots = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+    return (
+        has_int8_dots
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.onednn, "qlinear_prepack")
+    )
 
 
 def _rescale(acc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
