@@ -12,7 +12,8 @@ from torch import nn
 from localseek.models.packed_linear import PackedLinear, can_pack, pack_linears
 
 pytestmark = pytest.mark.skipif(
-    not can_pack(torch.zeros(1, 1, dtype=torch.bfloat16)), reason="oneDNN packs bf16 weights only on CPUs with native bf16 (AVX512-BF16/AMX) and a "
+    not can_pack(torch.zeros(1, 1, dtype=torch.bfloat16)),
+    reason="oneDNN packs bf16 weights only on CPUs with native bf16 (AVX512-BF16/AMX) and a "
     "torch built with oneDNN; this host lacks one of them",
 )
 PROMPT = [(i * 37 + 11) % 440 for i in range(29)]

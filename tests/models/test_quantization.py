@@ -201,7 +201,9 @@ def test_tied_embedding_looks_up_the_int8_rows(tiny_dir):
 
 
 def test_bad_method_is_a_config_error_naming_the_choices(tiny_dir):
-    with pytest.raises(ConfigError, match=r"\('auto', 'gguf', 'none', 'int8', 'int4'\), got 'int3'"):
+    with pytest.raises(
+        ConfigError, match=r"\('auto', 'gguf', 'none', 'int8', 'int4'\), got 'int3'"
+    ):
         ModelConfig(model="m", quantization="int3")
     for method in ("fp8", "auto"):  # auto is resolved at load, from the file
         with pytest.raises(ConfigError, match=method):
