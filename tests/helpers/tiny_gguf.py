@@ -62,15 +62,19 @@ def write_tiny_gguf(
     extra_metadata: dict | None = None,
     extra_tensors: dict[str, np.ndarray] | None = None,
     pre_tokenizer: str = "default",
+    token_rows: int | None = None,
 ) -> Path:
     """Convert the HF checkpoint in model_dir to a GGUF at `out`; 2-D weights stored as
     `tensor_type` (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), norms and biases as F32.
     `extra_tensors` are written as given (F32), e.g. llama.cpp's rope_freqs.weight;
-    `pre_tokenizer` is the tokenizer.ggml.pre name llama.cpp would write."""
+    `pre_tokenizer` is the tokenizer.ggml.pre name llama.cpp would write; `token_rows` pads the
+    token list to that length instead of the embedding's row count (a broken file)."""
     config = json.loads((model_dir / "config.json").read_text())
     writer = gguf.GGUFWriter(str(out), arch)
     _write_hparams(writer, arch, config)
-    _write_tokenizer(writer, model_dir, config["vocab_size"], chat_template, pre_tokenizer)
+    _write_tokenizer(
+        writer, model_dir, token_rows or config["vocab_size"], chat_template, pre_tokenizer
+    )
     for key, value in (extra_metadata or {}).items():
         _add_value(writer, key, value)
     qtype = gguf.GGMLQuantizationType[tensor_type]

@@ -127,3 +127,11 @@ def test_missing_hyperparameter_is_named(tmp_path):
     )
     with pytest.raises(ModelLoadError, match="llama.embedding_length"):
         open_gguf(path)
+
+
+def test_a_tokenizer_larger_than_the_embedding_is_refused(tmp_path):
+    """Token ids past the embedding's rows would index past the table (llama.cpp refuses it)."""
+    model_dir = make_tiny_model(tmp_path, "qwen2")  # 512 embedding rows
+    path = write_tiny_gguf(model_dir, tmp_path / "short.gguf", "qwen2", token_rows=600)
+    with pytest.raises(ModelLoadError, match=r"600 tokens but token_embd.weight has 512 rows"):
+        open_gguf(path)

@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+from localseek.errors import ModelLoadError
 from localseek.weights.gguf_config import architecture, build_config
 from localseek.weights.gguf_file import GGUFFile
 from localseek.weights.gguf_tensors import check_tensors, iter_hf_tensors, layout_fix
@@ -29,6 +30,7 @@ def open_gguf(path: str | Path) -> ModelSource:
     config = build_config(gguf)
     fix = layout_fix(arch, config)
     tokenizer = tokenizer_from_gguf(gguf, arch)
+    _check_vocabulary_fits(gguf, config)
     types = Counter(t.type_name for t in gguf.tensors)
     logger.info(
         "GGUF %s: %s, %d tensors (%s)",
@@ -56,3 +58,16 @@ def open_gguf(path: str | Path) -> ModelSource:
             "name": gguf.metadata.get("general.name"),
         },
     )
+
+
+def _check_vocabulary_fits(gguf: GGUFFile, config: dict) -> None:
+    """A tokenizer with more tokens than the embedding has rows would let a prompt index past
+    the table; llama.cpp refuses such a file, and so does this loader."""
+    tokens = len(gguf.metadata.get("tokenizer.ggml.tokens") or ())
+    rows = int(config["vocab_size"])
+    if tokens > rows:
+        raise ModelLoadError(
+            f"GGUF file {gguf.path}: the tokenizer lists {tokens} tokens but token_embd.weight "
+            f"has {rows} rows, so token ids {rows}..{tokens - 1} have no embedding; the file is "
+            "inconsistent (re-convert it, or use a file whose vocabulary matches its weights)"
+        )
