@@ -146,3 +146,17 @@ def test_cpu_bf16_detection_reads_the_flags(tmp_path):
     info.write_text("flags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
     assert not cpu_has_fast_bf16(info)
     assert not cpu_has_fast_bf16(tmp_path / "absent")
+
+
+def test_cpu_kv_pool_is_zero_and_resident_only_where_used():
+    import psutil
+
+    from localseek.engine.runner import zeroed_pool
+
+    process = psutil.Process()
+    before = process.memory_info().rss
+    pool = zeroed_pool((4096, 16, 2, 256), torch.float32, torch.device("cpu"))  # 256 MiB
+    assert process.memory_info().rss - before < (32 << 20)  # nothing written yet
+    assert pool[7].abs().sum().item() == 0.0 and pool[4095].abs().sum().item() == 0.0
+    pool[5] = 2.0
+    assert pool[5].sum().item() == 2.0 * 16 * 2 * 256 and pool[6].abs().sum().item() == 0.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 
@@ -12,6 +11,7 @@ from tqdm import tqdm
 
 from localseek.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
 from localseek.engine.kv_layout import KVLayout, plan_kv_layout
+from localseek.engine.kv_sizing import plan_kv_pool
 from localseek.engine.runner import ModelRunner, cpu_has_fast_bf16
 from localseek.errors import ConfigError
 from localseek.models.linear_methods import LinearMethod, choose_linear_method
@@ -199,8 +199,6 @@ def _num_kv_blocks(
     max_model_len: int,
     device: torch.device,
 ) -> int:
-    if cache.kv_cache_tokens is not None:
-        return math.ceil(cache.kv_cache_tokens / cache.block_size)
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         budget = int(free * cache.kv_cache_memory_fraction)
@@ -208,24 +206,31 @@ def _num_kv_blocks(
         budget = int(_available_ram() * cache.kv_cache_memory_fraction * 0.5)
         if cache.kv_cache_max_bytes is not None:
             budget = min(budget, cache.kv_cache_max_bytes)
-    # No point holding more than every running sequence at full context.
-    useful_tokens = sched.max_num_seqs * max_model_len
-    tokens = min(budget // max(1, bytes_per_token), useful_tokens)
-    blocks = tokens // cache.block_size
-    needed = math.ceil(max_model_len / cache.block_size)
-    if blocks < 1:
-        raise ConfigError(
-            f"the KV cache budget ({budget} bytes) holds no block of {cache.block_size} tokens at "
-            f"{bytes_per_token} bytes/token; set kv_cache_tokens or free memory"
+    try:
+        plan = plan_kv_pool(
+            requested_tokens=cache.kv_cache_tokens,
+            max_num_seqs=sched.max_num_seqs,
+            max_model_len=max_model_len,
+            bytes_per_token=bytes_per_token,
+            budget_bytes=budget,
+            block_size=cache.block_size,
         )
-    if blocks < needed:
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    logger.info(
+        "KV pool sized to %d tokens (%.0f MiB): %s",
+        plan.tokens,
+        plan.tokens * bytes_per_token / 2**20,
+        plan.reason,
+    )
+    if plan.tokens < max_model_len:
         logger.warning(
             "KV pool (%d tokens) is smaller than the context (%d tokens): long requests will be "
             "refused",
-            blocks * cache.block_size,
+            plan.tokens,
             max_model_len,
         )
-    return blocks
+    return plan.blocks
 
 
 def _available_ram() -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+import mmap
 import re
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
@@ -195,12 +197,23 @@ def allocate_kv_caches(
     the layers that sit in the same page slot of different groups."""
     slot_tensors = [
         tuple(
-            torch.zeros(num_blocks, block_size, *shape, dtype=dtype, device=device)
+            zeroed_pool((num_blocks, block_size, *shape), dtype, device)
             for shape in specs[layer].shapes
         )
         for layer in layout.groups[0].layers
     ]
     return [slot_tensors[layout.slot_of(i)] for i in range(len(specs))]
+
+
+def zeroed_pool(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zeroed tensor for the KV pool. On the CPU it lives in an anonymous memory map, whose
+    pages the kernel zeroes on first touch: the pool costs resident memory only as blocks are
+    used, not its full size at start-up (torch.zeros writes every page)."""
+    if torch.device(device).type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    nbytes = math.prod(shape) * torch.tensor([], dtype=dtype).element_size()
+    region = mmap.mmap(-1, max(1, nbytes))  # anonymous, private, zero-filled
+    return torch.frombuffer(region, dtype=torch.uint8, count=nbytes).view(dtype).view(shape)
 
 
 def kv_bytes_per_token(specs: SequenceOf[KVCacheSpec], dtype: torch.dtype) -> int:
