@@ -1,4 +1,4 @@
-/* int8 weights times activations for one to four rows, on the CPU with AVX-512.
+/* int8 weights times activations for one to four rows, on the CPU with AVX2 or AVX-512.
  *
  * y[m, n] = scale[n] * sum_k w[n, k] * (x[m, k] * balance[k]); w int8 [N, K], x [M, K] and
  * y [M, N] in float32 or bfloat16 (bf16 != 0), scale float32 [N], balance float32 [K] or NULL,
@@ -41,3 +41,6 @@ int localseek_int8_matvec(const int8_t *w, const float *scale, const float *bala
     free(xf);
     return 0;
 }
+
+/* The instruction set this object was compiled for, for logs and tests. */
+const char *localseek_int8_matvec_isa(void) { return VW == 16 ? "avx512" : "avx2"; }
