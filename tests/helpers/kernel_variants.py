@@ -27,3 +27,11 @@ def variant_params(kernel: str) -> list:
         marks = [pytest.mark.skip(reason=reason)] if reason else []
         params.append(pytest.param(variant.name, id=variant.name, marks=marks))
     return params
+
+
+def kernel_in(variant: str, factory):
+    """`factory(variant)`, checked to be the object compiled for that variant (not a fallback)."""
+    kernel = factory(variant)
+    assert kernel is not None, f"the {variant} variant did not build or load (see the log)"
+    assert kernel.variant == variant, f"asked for {variant}, got code built for {kernel.variant}"
+    return kernel

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_variants import variant_params
+from kernel_variants import kernel_in, variant_params
 
 from localseek.kernels import build
 from localseek.kernels.int8_matvec import Int8MatvecKernel, int8_matvec_kernel
@@ -14,10 +14,7 @@ from localseek.models.quantization import quantize_model
 
 @pytest.fixture(params=variant_params("int8_matvec"))
 def kernel(request) -> Int8MatvecKernel:
-    kernel = int8_matvec_kernel(request.param)
-    assert kernel is not None, f"the {request.param} variant did not build or load (see log)"
-    assert kernel.variant == request.param  # the object was compiled for it
-    return kernel
+    return kernel_in(request.param, int8_matvec_kernel)
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4])

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_variants import variant_params
+from kernel_variants import kernel_in, variant_params
 
 from localseek.kernels.paged_attention import DecodeAttentionKernel, decode_attention_kernel
 
 
 @pytest.fixture(params=variant_params("paged_decode_attention"))
 def kernel(request) -> DecodeAttentionKernel:
-    kernel = decode_attention_kernel(request.param)
-    assert kernel is not None, f"the {request.param} variant did not build or load (see log)"
-    assert kernel.variant == request.param  # the object was compiled for it
-    return kernel
+    return kernel_in(request.param, decode_attention_kernel)
 
 
 def _dense(q, k_cache, v_cache, tables, lens, scale, window):
