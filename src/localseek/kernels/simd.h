@@ -30,7 +30,8 @@ static inline __m256 sum8(const __m256 *a) {
     __m256 h2 = _mm256_hadd_ps(a[4], a[5]), h3 = _mm256_hadd_ps(a[6], a[7]);
     __m256 i0 = _mm256_hadd_ps(h0, h1); /* a0..a3 low halves | a0..a3 high halves */
     __m256 i1 = _mm256_hadd_ps(h2, h3); /* the same for a4..a7 */
-    return _mm256_add_ps(_mm256_permute2f128_ps(i0, i1, 0x20), _mm256_permute2f128_ps(i0, i1, 0x31));
+    return _mm256_add_ps(_mm256_permute2f128_ps(i0, i1, 0x20),
+                         _mm256_permute2f128_ps(i0, i1, 0x31));
 }
 static inline vecf vsums(const vecf *a) { return sum8(a); }
 #endif
