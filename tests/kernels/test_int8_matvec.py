@@ -1,20 +1,25 @@
-"""The native int8 matvec against float64, and the plan's use of it."""
+"""The native int8 matvec, in each instruction-set variant this CPU runs, against float64, and
+the plan's use of it."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from kernel_variants import kernel_in, variant_params
 
-from localseek.kernels.int8_matvec import int8_matvec_kernel
+from localseek.kernels import build
+from localseek.kernels.int8_matvec import Int8MatvecKernel, int8_matvec_kernel
 from localseek.models.quantization import quantize_model
 
-kernel = int8_matvec_kernel()
-pytestmark = pytest.mark.skipif(kernel is None, reason="native kernels unavailable here")
+
+@pytest.fixture(params=variant_params("int8_matvec"))
+def kernel(request) -> Int8MatvecKernel:
+    return kernel_in(request.param, int8_matvec_kernel)
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4])
 @pytest.mark.parametrize(("n", "k"), [(4096, 640), (640, 2048), (17, 64)])
-def test_matvec_matches_float64(rows, n, k):
+def test_matvec_matches_float64(kernel, rows, n, k):
     gen = torch.Generator().manual_seed(rows * n + k)
     q8 = torch.randint(-127, 128, (n, k), generator=gen, dtype=torch.int8)
     scale = torch.rand(n, generator=gen) * 0.01
@@ -25,7 +30,7 @@ def test_matvec_matches_float64(rows, n, k):
     torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_bf16_activations_with_a_balance_come_back_in_bf16():
+def test_bf16_activations_with_a_balance_come_back_in_bf16(kernel):
     gen = torch.Generator().manual_seed(5)
     q8 = torch.randint(-127, 128, (256, 640), generator=gen, dtype=torch.int8)
     scale, balance = torch.rand(256, generator=gen) * 0.01, torch.rand(640, generator=gen) + 0.5
@@ -37,6 +42,7 @@ def test_bf16_activations_with_a_balance_come_back_in_bf16():
 
 
 def test_shapes_it_cannot_take_are_declined():
+    kernel = Int8MatvecKernel
     q8 = torch.zeros(8, 64, dtype=torch.int8)
     assert kernel.handles(torch.zeros(4, 64), q8)
     assert not kernel.handles(torch.zeros(5, 64), q8)  # more than 4 rows
@@ -45,6 +51,10 @@ def test_shapes_it_cannot_take_are_declined():
     assert not kernel.handles(torch.zeros(1, 64, dtype=torch.float16), q8)  # fp16
 
 
+@pytest.mark.skipif(
+    build.unavailable_reason("int8_matvec") is not None,
+    reason=str(build.unavailable_reason("int8_matvec")),
+)
 def test_int8_layers_decode_through_it(monkeypatch):
     """An int8 linear planned on the CPU takes the native matvec for 1-4 rows, and its output
     is the w8a16 kernel's up to float32 summation order."""
@@ -53,6 +63,7 @@ def test_int8_layers_decode_through_it(monkeypatch):
     quantize_model(model, "int8")
     linear = model[0]
     assert linear.kernel_for(1) == "int8_native" and linear.kernel_for(4) == "int8_native"
+    kernel = int8_matvec_kernel()  # the variant the plan gets
     calls = []
     real = kernel.__call__
     monkeypatch.setattr(type(kernel), "__call__", lambda self, *a: calls.append(1) or real(*a))

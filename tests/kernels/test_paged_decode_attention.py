@@ -1,14 +1,18 @@
-"""The native paged decode-attention kernel against a dense float64 reference."""
+"""The native paged decode-attention kernel, in each instruction-set variant this CPU runs,
+against a dense float64 reference."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from kernel_variants import kernel_in, variant_params
 
-from localseek.kernels.paged_attention import decode_attention_kernel
+from localseek.kernels.paged_attention import DecodeAttentionKernel, decode_attention_kernel
 
-kernel = decode_attention_kernel()
-pytestmark = pytest.mark.skipif(kernel is None, reason="native kernels unavailable here")
+
+@pytest.fixture(params=variant_params("paged_decode_attention"))
+def kernel(request) -> DecodeAttentionKernel:
+    return kernel_in(request.param, decode_attention_kernel)
 
 
 def _dense(q, k_cache, v_cache, tables, lens, scale, window):
@@ -35,9 +39,10 @@ def _dense(q, k_cache, v_cache, tables, lens, scale, window):
 @pytest.mark.parametrize(
     ("q_heads", "kv_heads", "dim", "v_dim"), [(4, 1, 256, 256), (6, 2, 32, 48)]
 )
-def test_kernel_matches_dense_attention(dtype, tol, window, q_heads, kv_heads, dim, v_dim):
+def test_kernel_matches_dense_attention(kernel, dtype, tol, window, q_heads, kv_heads, dim, v_dim):
     """Demo-model shapes (4 query heads on 1 KV head of 256) and a GQA case with a different
-    value width; contexts from one token to several blocks, blocks scattered in the pool."""
+    value width; contexts from one token to several blocks (lengths that leave partial vectors
+    of keys at both widths), blocks scattered in the pool."""
     gen = torch.Generator().manual_seed(dim + (window or 0))
     block_size, num_blocks = 16, 64
     k_cache = torch.randn(num_blocks, block_size, kv_heads, dim, generator=gen).to(dtype)
@@ -53,8 +58,8 @@ def test_kernel_matches_dense_attention(dtype, tol, window, q_heads, kv_heads, d
 
 
 def test_shapes_the_kernel_cannot_take_are_declined():
-    q = torch.zeros(2, 4, 8)
-    cache = torch.zeros(4, 16, 1, 8)
+    kernel = DecodeAttentionKernel
+    q, cache = torch.zeros(2, 4, 8), torch.zeros(4, 16, 1, 8)
     assert not kernel.handles(q, cache, cache)  # head_dim not a multiple of 16
     q, cache = torch.zeros(2, 4, 32), torch.zeros(4, 16, 1, 32)
     assert kernel.handles(q, cache, cache)
@@ -64,7 +69,7 @@ def test_shapes_the_kernel_cannot_take_are_declined():
 
 
 @pytest.mark.parametrize("window", [None, 300, 600])
-def test_one_long_sequence_is_split_across_threads(window):
+def test_one_long_sequence_is_split_across_threads(kernel, window):
     """Fewer (sequence, KV head) items than threads and at least 512 keys: the keys are split
     among the threads and the partial softmaxes merged (window 300: too few keys, not split)."""
     gen = torch.Generator().manual_seed(7)
@@ -82,3 +87,17 @@ def test_one_long_sequence_is_split_across_threads(window):
         torch.set_num_threads(threads)
     expected = _dense(q, k_cache, v_cache, tables, lens, 0.125, window)
     torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_output_is_the_float32_result_rounded_as_torch_rounds(kernel):
+    """bf16 inputs widen exactly, so the bf16 call computes what the float32 call on the same
+    values computes; its output must then be that result rounded to nearest even, bit for bit."""
+    gen = torch.Generator().manual_seed(11)
+    k_cache = torch.randn(32, 16, 2, 128, generator=gen).bfloat16()
+    v_cache = torch.randn(32, 16, 2, 128, generator=gen).bfloat16()
+    lens = torch.tensor([5, 77, 300], dtype=torch.int32)
+    tables = torch.stack([torch.randperm(32, generator=gen)[:20] for _ in lens]).to(torch.int32)
+    q = torch.randn(3, 12, 128, generator=gen).bfloat16()
+    out = kernel(q, k_cache, v_cache, tables, lens, 128**-0.5, None)
+    wide = kernel(q.float(), k_cache.float(), v_cache.float(), tables, lens, 128**-0.5, None)
+    assert torch.equal(out, wide.bfloat16())

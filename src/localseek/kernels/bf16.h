@@ -1,5 +1,5 @@
 /* bfloat16 <-> float32 for the kernels: round to nearest even, as torch does; NaN kept NaN.
- * bf16_round16 returns float32 values that are exactly bf16 (low 16 bits zero). */
+ * bf16_round16 and bf16_round8 return float32 values that are exactly bf16 (low 16 bits zero). */
 #ifndef LOCALSEEK_BF16_H
 #define LOCALSEEK_BF16_H
 
@@ -28,6 +28,25 @@ static inline uint16_t to_bf16(float f) {
 static inline __m256 bf16_load8(const uint16_t *p) {
     __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+
+static inline __m256 bf16_round8(__m256 v) {
+    __m256i u = _mm256_castps_si256(v);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+    __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x400000));
+    __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+    r = _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(quiet), nan));
+    return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
+}
+
+static inline void bf16_store8(uint16_t *p, __m256 v) {
+    __m256i bits = _mm256_srli_epi32(_mm256_castps_si256(bf16_round8(v)), 16);
+    /* eight 32-bit values below 2^16: packing with unsigned saturation keeps them whole */
+    __m128i packed =
+        _mm_packus_epi32(_mm256_castsi256_si128(bits), _mm256_extracti128_si256(bits, 1));
+    _mm_storeu_si128((__m128i *)p, packed);
 }
 #endif
 

@@ -1,14 +1,19 @@
-/* Dot products of one int8 weight row with one to four float32 activation rows (AVX-512),
- * shared by int8_matvec.c and gemma3_decode.c.
+/* Dot products of one int8 weight row with one to four float32 activation rows (AVX-512 or
+ * AVX2), shared by int8_matvec.c and gemma3_decode.c.
  *
- * The row is read 64 bytes at a time and widened to float32 once for all the activation rows,
- * so a matvec over M <= 4 rows reads each weight byte from memory once. K % 64 == 0.
+ * The row is read 64 bytes (AVX2: 32) at a time and widened to float32 once for all the
+ * activation rows, so a matvec over M <= 4 rows reads each weight byte from memory once.
+ * K % 64 == 0.
  */
 #ifndef LOCALSEEK_INT8_DOT_H
 #define LOCALSEEK_INT8_DOT_H
 
 #include <immintrin.h>
 #include <stdint.h>
+
+#include "vec.h"
+
+#if VW == 16
 
 #define WIDEN(b, i) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(b, i)))
 
@@ -34,6 +39,44 @@
                                                         _mm512_add_ps(acc[m][2], acc[m][3]))); \
     }
 
+#else
+
+/* eight int8 at p as float32 */
+static inline __m256 widen8(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+/* AVX2 has 16 vector registers: four independent chains of multiply-adds per row (so they
+ * do not wait on each other) up to three rows, two for four (16 accumulators would spill).
+ * Sums are kept per block of 512 inputs and then added up, which keeps the float32 rounding
+ * of a long row as small as the AVX-512 version's (its 64 lanes of sums are short). */
+#define INT8_BLOCK 512
+#define DEFINE_INT8_DOT(M)                                                                 \
+    static inline void int8_dot_##M(const int8_t *row, const float *x, int64_t K,          \
+                                    float *out) {                                          \
+        enum { CHAINS = (M) <= 3 ? 4 : 2 };                                                \
+        __m256 total[M];                                                                   \
+        for (int m = 0; m < M; m++) total[m] = _mm256_setzero_ps();                        \
+        for (int64_t k0 = 0; k0 < K; k0 += INT8_BLOCK) {                                   \
+            const int64_t k1 = k0 + INT8_BLOCK < K ? k0 + INT8_BLOCK : K;                  \
+            __m256 acc[M][CHAINS];                                                         \
+            for (int m = 0; m < M; m++)                                                    \
+                for (int c = 0; c < CHAINS; c++) acc[m][c] = _mm256_setzero_ps();          \
+            for (int64_t k = k0; k < k1; k += 32)                                          \
+                for (int i = 0; i < 4; i++) {                                              \
+                    const __m256 w = widen8(row + k + 8 * i);                              \
+                    for (int m = 0; m < M; m++)                                            \
+                        acc[m][i % CHAINS] = _mm256_fmadd_ps(                              \
+                            w, _mm256_loadu_ps(x + m * K + k + 8 * i), acc[m][i % CHAINS]); \
+                }                                                                          \
+            for (int m = 0; m < M; m++)                                                    \
+                for (int c = 0; c < CHAINS; c++) total[m] = _mm256_add_ps(total[m], acc[m][c]); \
+        }                                                                                  \
+        for (int m = 0; m < M; m++) out[m] = vhsum(total[m]);                              \
+    }
+
+#endif
+
 DEFINE_INT8_DOT(1)
 DEFINE_INT8_DOT(2)
 DEFINE_INT8_DOT(3)
@@ -50,6 +93,7 @@ static inline void int8_dot_rows(const int8_t *row, const float *x, int64_t K, i
     }
 }
 
+#if VW == 16
 /* Batches of activation rows, where the float32 path above is bound by its one multiply-add
  * per 16 weights: AVX512-BF16's dot instruction does 32 (float32 sums) at a time. The weights
  * come pre-packed for it, per 16 output rows: [N / 16][K / 2][16][2] int8 (output o's inputs
@@ -80,5 +124,6 @@ static inline void int8_dot_rows(const int8_t *row, const float *x, int64_t K, i
 
 DEFINE_INT8_BF16_TILE(8)
 DEFINE_INT8_BF16_TILE(16)
+#endif
 
 #endif

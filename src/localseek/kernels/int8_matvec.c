@@ -1,12 +1,13 @@
-/* int8 weights times activations for one to four rows, on the CPU with AVX-512.
+/* int8 weights times activations for one to four rows, on the CPU with AVX2 or AVX-512.
  *
  * y[m, n] = scale[n] * sum_k w[n, k] * (x[m, k] * balance[k]); w int8 [N, K], x [M, K] and
  * y [M, N] in float32 or bfloat16 (bf16 != 0), scale float32 [N], balance float32 [K] or NULL,
  * all contiguous, 1 <= M <= 4, K % 64 == 0. The activations are widened (and balanced) once;
- * then each weight row is read once, 64 bytes at a time, widened to float32 and multiplied
- * into the M running sums: one sequential stream per thread, rows split across the threads of
- * the process's OpenMP runtime (torch's). Doing the conversions here saves the caller three
- * small torch operations per call, which at batch 1 cost as much as the matvec's savings.
+ * then each weight row is read once, 64 bytes (AVX2: 32) at a time, widened to float32 and
+ * multiplied into the M running sums: one sequential stream per thread, rows split across the
+ * threads of the process's OpenMP runtime (torch's). Doing the conversions here saves the
+ * caller three small torch operations per call, which at batch 1 cost as much as the
+ * matvec's savings.
  * Returns 0, or 1 for arguments it does not handle (the caller uses torch's kernel).
  */
 #include "bf16.h"
@@ -41,3 +42,6 @@ int localseek_int8_matvec(const int8_t *w, const float *scale, const float *bala
     free(xf);
     return 0;
 }
+
+/* The instruction set this object was compiled for, for logs and tests. */
+const char *localseek_int8_matvec_isa(void) { return VW == 16 ? "avx512" : "avx2"; }

@@ -13,6 +13,7 @@ import functools
 import torch
 
 from localseek.kernels.build import DTYPE_CODES, bind
+from localseek.kernels.isa import compiled_isa
 
 MAX_ROWS = 4
 _ARGTYPES = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int]
@@ -21,8 +22,9 @@ _ARGTYPES = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int]
 class Int8MatvecKernel:
     """Callable: (x * balance) @ (q8 * scale).T for 1-4 rows of x."""
 
-    def __init__(self, fn: ctypes._CFuncPtr):
+    def __init__(self, fn: ctypes._CFuncPtr, variant: str):
         self._fn = fn  # localseek_int8_matvec, typed by bind
+        self.variant = variant  # the instruction set the object was compiled for
 
     @staticmethod
     def handles(x: torch.Tensor, q8: torch.Tensor) -> bool:
@@ -56,6 +58,9 @@ class Int8MatvecKernel:
 
 
 @functools.cache
-def int8_matvec_kernel() -> Int8MatvecKernel | None:
-    fn = bind("int8_matvec", "localseek_int8_matvec", _ARGTYPES)
-    return None if fn is None else Int8MatvecKernel(fn)
+def int8_matvec_kernel(variant: str | None = None) -> Int8MatvecKernel | None:
+    """The kernel in the best variant this CPU runs (or the named one), or None."""
+    fn = bind("int8_matvec", "localseek_int8_matvec", _ARGTYPES, variant)
+    if fn is None:
+        return None
+    return Int8MatvecKernel(fn, compiled_isa("int8_matvec", variant))

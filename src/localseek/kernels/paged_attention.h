@@ -6,10 +6,9 @@
 #ifndef LOCALSEEK_PAGED_ATTENTION_H
 #define LOCALSEEK_PAGED_ATTENTION_H
 
-#include <immintrin.h>
-
 #include "bf16.h"
 #include "simd.h"
+#include "vec.h"
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -18,8 +17,9 @@
 #define MAX_DIM 512  /* head_dim and v_dim */
 #define MAX_PARTS 64 /* key ranges one item is split into */
 
-static inline __m512 load16(const void *p, int bf16) {
-    return bf16 ? bf16_load16((const uint16_t *)p) : _mm512_loadu_ps((const float *)p);
+/* VW elements at p, float32 or bf16, as float32 */
+static inline vecf load_elems(const void *p, int bf16) {
+    return bf16 ? vload_bf16((const uint16_t *)p) : vload((const float *)p);
 }
 
 /* One item's running softmax over some of its keys: per query head the max score, the sum of
@@ -41,39 +41,37 @@ static void attend_range(const char *q, const char *k_cache, const char *v_cache
     float *mx = st->mx, *sum = st->sum;
     const int64_t G4 = (G + 3) / 4 * 4; /* query rows padded with zeros: dots 4 at a time */
     for (int64_t g = 0; g < G; g++) {
-        for (int64_t d = 0; d < D; d += 16)
-            _mm512_storeu_ps(qf[g] + d,
-                             _mm512_mul_ps(load16(q + ((h * G + g) * D + d) * es, bf16),
-                                           _mm512_set1_ps(scale)));
+        for (int64_t d = 0; d < D; d += VW)
+            vstore(qf[g] + d, vmul(load_elems(q + ((h * G + g) * D + d) * es, bf16), vset1(scale)));
         memset(acc[g], 0, sizeof(float) * Dv);
         mx[g] = -INFINITY;
         sum[g] = 0.0f;
     }
     for (int64_t g = G; g < G4; g++) memset(qf[g], 0, sizeof(float) * D);
-    /* Keys 16 at a time: their scores come out of one 16-way horizontal sum, and the online
+    /* Keys VW at a time: their scores come out of one VW-way horizontal sum, and the online
      * softmax takes one vector exp and at most one rescale per block instead of a scalar
      * exp (and a possible rescale) per key. */
-    __m512 dots[MAX_GROUP][16];
-    const char *v_rows[16];
-    float p[16];
-    for (int64_t t0 = t_begin; t0 < t_end; t0 += 16) {
-        const int64_t n = t_end - t0 < 16 ? t_end - t0 : 16;
-        for (int64_t j = 0; j < 16; j++) {
+    vecf dots[MAX_GROUP][VW];
+    const char *v_rows[VW];
+    float p[VW];
+    for (int64_t t0 = t_begin; t0 < t_end; t0 += VW) {
+        const int64_t n = t_end - t0 < VW ? t_end - t0 : VW;
+        for (int64_t j = 0; j < VW; j++) {
             if (j >= n) {
-                for (int64_t g = 0; g < G; g++) dots[g][j] = _mm512_setzero_ps();
+                for (int64_t g = 0; g < G; g++) dots[g][j] = vzero();
                 continue;
             }
             const int64_t t = t0 + j, slot = (int64_t)table[t / B] * B + t % B;
             const char *k = k_cache + (slot * Hkv + h) * D * es;
             v_rows[j] = v_cache + (slot * Hkv + h) * Dv * es;
             for (int64_t g = 0; g < G4; g += 4) { /* four independent chains, k read once */
-                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-                for (int64_t d = 0; d < D; d += 16) {
-                    const __m512 kv = load16(k + d * es, bf16);
-                    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qf[g] + d), kv, a0);
-                    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qf[g + 1] + d), kv, a1);
-                    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(qf[g + 2] + d), kv, a2);
-                    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(qf[g + 3] + d), kv, a3);
+                vecf a0 = vzero(), a1 = a0, a2 = a0, a3 = a0;
+                for (int64_t d = 0; d < D; d += VW) {
+                    const vecf kv = load_elems(k + d * es, bf16);
+                    a0 = vfma(vload(qf[g] + d), kv, a0);
+                    a1 = vfma(vload(qf[g + 1] + d), kv, a1);
+                    a2 = vfma(vload(qf[g + 2] + d), kv, a2);
+                    a3 = vfma(vload(qf[g + 3] + d), kv, a3);
                 }
                 dots[g][j] = a0;
                 if (g + 1 < G) dots[g + 1][j] = a1;
@@ -81,26 +79,25 @@ static void attend_range(const char *q, const char *k_cache, const char *v_cache
                 if (g + 3 < G) dots[g + 3][j] = a3;
             }
         }
-        const __mmask16 valid = (__mmask16)((1u << n) - 1);
+        const vmask valid = vfirst(n);
         for (int64_t g = 0; g < G; g++) {
-            __m512 scores = _mm512_mask_blend_ps(valid, _mm512_set1_ps(-INFINITY), sum16(dots[g]));
-            float block_max = _mm512_reduce_max_ps(scores);
+            vecf scores = vblend(valid, vset1(-INFINITY), vsums(dots[g]));
+            float block_max = vhmax(scores);
             if (block_max > mx[g]) {
                 float shrink = expf(mx[g] - block_max); /* 0 on the first block */
                 sum[g] *= shrink;
-                for (int64_t d = 0; d < Dv; d += 16)
-                    _mm512_storeu_ps(acc[g] + d,
-                                     _mm512_mul_ps(_mm512_loadu_ps(acc[g] + d), _mm512_set1_ps(shrink)));
+                for (int64_t d = 0; d < Dv; d += VW)
+                    vstore(acc[g] + d, vmul(vload(acc[g] + d), vset1(shrink)));
                 mx[g] = block_max;
             }
-            __m512 probs = _mm512_maskz_mov_ps(valid, exp512(_mm512_sub_ps(scores, _mm512_set1_ps(mx[g]))));
-            sum[g] += _mm512_reduce_add_ps(probs);
-            _mm512_storeu_ps(p, probs);
-            for (int64_t d = 0; d < Dv; d += 16) { /* the accumulator stays in a register */
-                __m512 a = _mm512_loadu_ps(acc[g] + d);
+            vecf probs = vkeep(valid, vexp(vsub(scores, vset1(mx[g]))));
+            sum[g] += vhsum(probs);
+            vstore(p, probs);
+            for (int64_t d = 0; d < Dv; d += VW) { /* the accumulator stays in a register */
+                vecf a = vload(acc[g] + d);
                 for (int64_t j = 0; j < n; j++)
-                    a = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), load16(v_rows[j] + d * es, bf16), a);
-                _mm512_storeu_ps(acc[g] + d, a);
+                    a = vfma(vset1(p[j]), load_elems(v_rows[j] + d * es, bf16), a);
+                vstore(acc[g] + d, a);
             }
         }
     }
@@ -120,15 +117,15 @@ static void attend_merge(attend_state *const *parts, int64_t n_parts, int64_t h,
         }
         const float inv = total > 0.0f ? 1.0f / total : 0.0f;
         char *o = out + (h * G + g) * Dv * es;
-        for (int64_t d = 0; d < Dv; d += 16) {
-            __m512 v = _mm512_setzero_ps();
+        for (int64_t d = 0; d < Dv; d += VW) {
+            vecf v = vzero();
             for (int64_t i = 0; i < n_parts; i++)
-                v = _mm512_fmadd_ps(_mm512_loadu_ps(parts[i]->acc[g] + d), _mm512_set1_ps(weight[i]), v);
-            v = _mm512_mul_ps(v, _mm512_set1_ps(inv));
+                v = vfma(vload(parts[i]->acc[g] + d), vset1(weight[i]), v);
+            v = vmul(v, vset1(inv));
             if (bf16)
-                bf16_store16((uint16_t *)o + d, v);
+                vstore_bf16((uint16_t *)o + d, v);
             else
-                _mm512_storeu_ps((float *)o + d, v);
+                vstore((float *)o + d, v);
         }
     }
 }
@@ -171,8 +168,8 @@ static void attend_items(const char *q, const char *k_cache, const char *v_cache
             attend_merge(&one, 1, h, G, Dv, bf16, out + s * Hq * Dv * es);
             continue;
         }
-        /* ranges of whole 16-key blocks */
-        const int64_t per = (keys + split * 16 - 1) / (split * 16) * 16;
+        /* ranges of whole VW-key blocks */
+        const int64_t per = (keys + split * VW - 1) / (split * VW) * VW;
         const int64_t lo = start + part * per, hi = lo + per < L ? lo + per : L;
         attend_range(qs, k_cache, v_cache, tables + s * stride, lo < L ? lo : L, hi, Hkv, h, G, D,
                      Dv, B, scale, bf16, &states[item * parts + part]);

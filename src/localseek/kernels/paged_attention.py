@@ -13,6 +13,7 @@ import functools
 import torch
 
 from localseek.kernels.build import DTYPE_CODES, bind
+from localseek.kernels.isa import compiled_isa
 
 _ARGTYPES = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 8 + [ctypes.c_float, ctypes.c_int]
 
@@ -20,8 +21,9 @@ _ARGTYPES = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 8 + [ctypes.c_float, ctyp
 class DecodeAttentionKernel:
     """Callable: attention of one query row per sequence over its paged K/V."""
 
-    def __init__(self, fn: ctypes._CFuncPtr):
+    def __init__(self, fn: ctypes._CFuncPtr, variant: str):
         self._fn = fn  # localseek_paged_decode_attention, typed by bind
+        self.variant = variant  # the instruction set the object was compiled for
 
     @staticmethod
     def handles(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
@@ -69,6 +71,9 @@ class DecodeAttentionKernel:
 
 
 @functools.cache
-def decode_attention_kernel() -> DecodeAttentionKernel | None:
-    fn = bind("paged_decode_attention", "localseek_paged_decode_attention", _ARGTYPES)
-    return None if fn is None else DecodeAttentionKernel(fn)
+def decode_attention_kernel(variant: str | None = None) -> DecodeAttentionKernel | None:
+    """The kernel in the best variant this CPU runs (or the named one), or None."""
+    fn = bind("paged_decode_attention", "localseek_paged_decode_attention", _ARGTYPES, variant)
+    if fn is None:
+        return None
+    return DecodeAttentionKernel(fn, compiled_isa("paged_decode_attention", variant))

@@ -1,4 +1,4 @@
-/* Paged attention for decoding sequences (one query row each), on the CPU with AVX-512.
+/* Paged attention for decoding sequences (one query row each), on the CPU with AVX2 or AVX-512.
  *
  * Reads K/V straight from the paged cache through each sequence's block table: no gather into
  * a padded copy, no mask tensor, one pass over the context with an online softmax (running max
@@ -38,3 +38,6 @@ int localseek_paged_decode_attention(const void *q, const void *k_cache, const v
     free(states);
     return 0;
 }
+
+/* The instruction set this object was compiled for, for logs and tests. */
+const char *localseek_paged_decode_attention_isa(void) { return VW == 16 ? "avx512" : "avx2"; }

@@ -43,8 +43,8 @@ AVX512_BF16 = Variant(
 
 # Each kernel's variants, best first.
 KERNEL_VARIANTS: dict[str, tuple[Variant, ...]] = {
-    "paged_decode_attention": (AVX512,),
-    "int8_matvec": (AVX512,),
+    "paged_decode_attention": (AVX512, AVX2),
+    "int8_matvec": (AVX512, AVX2),
     "gemma3_decode": (AVX512_BF16,),
     "gguf_matmul": (AVX512_VNNI, AVX2),
 }
