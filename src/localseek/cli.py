@@ -86,6 +86,12 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-n", type=int, default=None, help="largest n accepted")
     p.add_argument("--max-tokens-limit", type=int, default=None, help="largest max_tokens")
     p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="after SIGTERM, seconds admitted requests get to finish before exit (default: 30)",
+    )
+    p.add_argument(
         "--no-reasoning",
         action="store_true",
         help="leave <think>...</think> in content instead of reasoning_content",
@@ -113,6 +119,7 @@ def _server_config(args: argparse.Namespace):
         "served_model_name": args.served_model_name or _default_served_name(args.model),
         "enable_reasoning": not args.no_reasoning,
         "log_level": args.log_level.lower(),
+        "drain_timeout_s": args.drain_timeout,
     }
     optional = {
         "max_queue": args.max_queue,
