@@ -145,3 +145,12 @@ def test_bad_specs_are_refused_naming_the_field(change, message):
     data = {**_load(EXAMPLE), **change}
     with pytest.raises(ConfigError, match=message):
         parse_deploy_spec(data)
+
+
+@pytest.mark.parametrize("target", ["compose", "k8s"])
+def test_help_shows_the_options_and_defaults(target, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["deploy", target, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "spec" in out and f"(default: deploy-{target})" in out

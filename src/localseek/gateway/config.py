@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from localseek.errors import ConfigError
-from localseek.gateway.config_parse import build_dataclass
+from localseek.gateway.config_parse import build_dataclass, load_config_file
 from localseek.gateway.detectors import DETECTORS
 from localseek.gateway.versions import PublicModelConfig, check_served
 
@@ -271,15 +269,4 @@ def parse_gateway_config(data: Any) -> GatewayConfig:
 
 def load_gateway_config(path: str | Path) -> GatewayConfig:
     """Read and validate a gateway.yaml."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read gateway config {str(path)!r}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"gateway config {str(path)!r} is not valid YAML: {exc}") from exc
-    try:
-        return parse_gateway_config(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc.message}", param=exc.param) from exc
+    return load_config_file(GatewayConfig, path, "gateway config")

@@ -12,15 +12,28 @@ from localseek.ops.deploy.spec import DeploySpec, Engine
 ADAPTED_METRIC = WAITING_METRIC.replace(":", "_")
 
 
-def scaled_object(spec: DeploySpec, engine: Engine) -> Obj:
-    """KEDA: replicas = ceil(sum of waiting requests / waiting_per_replica), within bounds."""
-    scaling = spec.autoscaling
+def _scaler(spec: DeploySpec, engine: Engine, api: str, kind: str, body: Obj) -> Obj:
+    """An autoscaler object aimed at the engine's Deployment."""
     return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
+        "apiVersion": api,
+        "kind": kind,
         "metadata": meta(spec, engine.name, {"app.kubernetes.io/part-of": "localseek"}),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": engine.name},
+            **body,
+        },
+    }
+
+
+def scaled_object(spec: DeploySpec, engine: Engine) -> Obj:
+    """KEDA: replicas = ceil(sum of waiting requests / waiting_per_replica), within bounds."""
+    scaling = spec.autoscaling
+    return _scaler(
+        spec,
+        engine,
+        "keda.sh/v1alpha1",
+        "ScaledObject",
+        {
             "minReplicaCount": scaling.min_replicas,
             "maxReplicaCount": scaling.max_replicas,
             "pollingInterval": 15,
@@ -37,7 +50,7 @@ def scaled_object(spec: DeploySpec, engine: Engine) -> Obj:
                 }
             ],
         },
-    }
+    )
 
 
 def hpa(spec: DeploySpec, engine: Engine) -> Obj:
@@ -51,18 +64,19 @@ def hpa(spec: DeploySpec, engine: Engine) -> Obj:
             "target": {"type": "AverageValue", "averageValue": str(scaling.waiting_per_replica)},
         },
     }
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": meta(spec, engine.name, {"app.kubernetes.io/part-of": "localseek"}),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": engine.name},
+    return _scaler(
+        spec,
+        engine,
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        {
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
             "metrics": [metric],
+            # Scaling in drains a replica (up to max_request_s): do not flap.
             "behavior": {"scaleDown": {"stabilizationWindowSeconds": max(300, spec.max_request_s)}},
         },
-    }
+    )
 
 
 def adapter_rules() -> dict[str, Any]:

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from localseek.errors import ConfigError
-from localseek.gateway.config_parse import build_dataclass
+from localseek.gateway.config_parse import build_dataclass, load_config_file
 from localseek.gateway.versions import STICKY
 
 ENGINE_PORT = 8080
@@ -169,13 +167,4 @@ def parse_deploy_spec(data: Any) -> DeploySpec:
 
 def load_deploy_spec(path: str | Path) -> DeploySpec:
     """Read and validate a deploy spec YAML; errors name the file and the field."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read deploy spec {str(path)!r}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"deploy spec {str(path)!r} is not valid YAML: {exc}") from exc
-    try:
-        return parse_deploy_spec(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc.message}", param=exc.param) from exc
+    return load_config_file(DeploySpec, path, "deploy spec")
