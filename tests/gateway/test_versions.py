@@ -113,8 +113,13 @@ def test_admin_shifts_promotes_and_rolls_back(front):
         resp = httpx.put(admin + "/weights", content=body, headers=ADMIN)
         assert resp.status_code == 400, body
         assert resp.json()["error"]["type"] == "invalid_request_error"
-    missing = httpx.get(url + "/admin/models/none/rollback", headers=ADMIN)
-    assert missing.status_code in (404, 405)
+    wrong_method = httpx.get(admin + "/rollback", headers=ADMIN)
+    assert wrong_method.status_code == 405 and "error" in wrong_method.json()
+    unknown_model = httpx.post(url + "/admin/models/none/rollback", headers=ADMIN)
+    assert (
+        unknown_model.status_code == 404
+        and "versioned models" in unknown_model.json()["error"]["message"]
+    )
 
 
 def test_admin_api_is_disabled_without_keys(front):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from localseek.errors import (
     AuthenticationError,
@@ -51,6 +52,13 @@ def build_admin_app(front: GatewayFront) -> FastAPI:
     @app.exception_handler(LocalseekError)
     async def _error(_: Request, exc: LocalseekError) -> JSONResponse:
         return JSONResponse(exc.to_openai(), status_code=exc.http_status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown admin routes and methods, in the same error shape as everything else.
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        error = {"message": str(exc.detail), "type": kind, "param": None, "code": None}
+        return JSONResponse({"error": error}, status_code=exc.status_code)
 
     @app.get("/admin/models")
     async def models() -> dict[str, Any]:
