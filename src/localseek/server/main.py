@@ -2,6 +2,7 @@
 
 The HTTP port opens at once and answers /health with 503 while the model loads (so an
 orchestrator sees a live but not-ready process); the engine is attached when it is ready.
+The first SIGTERM drains (see drain.py): admitted requests finish, then the process exits 0.
 """
 
 from __future__ import annotations
