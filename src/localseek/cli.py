@@ -86,6 +86,12 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-n", type=int, default=None, help="largest n accepted")
     p.add_argument("--max-tokens-limit", type=int, default=None, help="largest max_tokens")
     p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="after SIGTERM, seconds admitted requests get to finish before exit (default: 30)",
+    )
+    p.add_argument(
         "--no-reasoning",
         action="store_true",
         help="leave <think>...</think> in content instead of reasoning_content",
@@ -113,6 +119,7 @@ def _server_config(args: argparse.Namespace):
         "served_model_name": args.served_model_name or _default_served_name(args.model),
         "enable_reasoning": not args.no_reasoning,
         "log_level": args.log_level.lower(),
+        "drain_timeout_s": args.drain_timeout,
     }
     optional = {
         "max_queue": args.max_queue,
@@ -169,12 +176,47 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_deploy(args: argparse.Namespace) -> int:
+def _cmd_deploy_nginx(args: argparse.Namespace) -> int:
     from localseek.gateway.config import load_gateway_config
     from localseek.ops.deploy.nginx import render_nginx
 
     print(render_nginx(load_gateway_config(args.config)))
     return 0
+
+
+def _cmd_deploy_render(args: argparse.Namespace) -> int:
+    from localseek.ops.deploy.compose import render_compose
+    from localseek.ops.deploy.k8s import render_k8s
+    from localseek.ops.deploy.output import write_files
+    from localseek.ops.deploy.spec import load_deploy_spec
+
+    render = render_compose if args.target == "compose" else render_k8s
+    files = render(load_deploy_spec(args.spec), spec_name=os.path.basename(args.spec))
+    for path in write_files(files, args.out):
+        print(path)
+    return 0
+
+
+def _add_deploy_parser(sub) -> None:
+    dep = sub.add_parser("deploy", help="render deployment artifacts")
+    targets = dep.add_subparsers(dest="target", required=True)
+    nginx = targets.add_parser("nginx", help="nginx upstream block equivalent to a gateway config")
+    nginx.add_argument("--config", required=True, help="gateway.yaml")
+    nginx.set_defaults(func=_cmd_deploy_nginx)
+    for target, what in (
+        ("compose", "a compose project: engines, gateway, Redis, Prometheus"),
+        ("k8s", "Kubernetes manifests: engines per version, gateway, Redis, autoscaling"),
+    ):
+        p = targets.add_parser(
+            target,
+            help=what,
+            description=f"Render {what}, and the gateway config routing to them, from one "
+            "deploy spec YAML (see examples/deploy.yaml and docs/operations.md).",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        p.add_argument("spec", help="deploy spec YAML")
+        p.add_argument("--out", default=f"deploy-{target}", help="directory to write into")
+        p.set_defaults(func=_cmd_deploy_render)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,10 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=_cmd_plan)
 
-    dep = sub.add_parser("deploy", help="render deployment artifacts")
-    dep.add_argument("target", choices=["nginx"])
-    dep.add_argument("--config", required=True)
-    dep.set_defaults(func=_cmd_deploy)
+    _add_deploy_parser(sub)
     return parser
 
 

@@ -100,6 +100,16 @@ class ServiceUnavailableError(LocalseekError):
     error_type = "service_unavailable"
 
 
+class DrainingError(ServiceUnavailableError):
+    """The server is shutting down: it finishes what it admitted and takes nothing new (503)."""
+
+    code = "server_draining"
+
+    def __init__(self, message: str, *, retry_after: float):
+        super().__init__(message)
+        self.retry_after = max(0.0, retry_after)
+
+
 class ConfigError(LocalseekError):
     """A configuration value is invalid; raised at start, naming the field."""
 

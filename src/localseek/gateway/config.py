@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from localseek.errors import ConfigError
-from localseek.gateway.config_parse import build_dataclass
+from localseek.gateway.config_parse import build_dataclass, load_config_file
 from localseek.gateway.detectors import DETECTORS
+from localseek.gateway.versions import PublicModelConfig, check_served
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _CONTINUATIONS = ("continue_final_message", "prefix", "none")
@@ -214,6 +213,14 @@ class TenantConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """Who may call /admin/* (version weights, promote, rollback, reload); no keys: disabled."""
+
+    api_keys: tuple[str, ...] = ()  # literal keys (prefer api_key_envs in production)
+    api_key_envs: tuple[str, ...] = ()  # environment variables holding keys
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """Everything `localseek gateway` needs."""
 
@@ -228,6 +235,8 @@ class GatewayConfig:
     cache: CacheConfig = CacheConfig()
     limits: LimitsConfig = LimitsConfig()
     tenants: tuple[TenantConfig, ...] = ()  # empty: no API keys, one anonymous tenant
+    models: tuple[PublicModelConfig, ...] = ()  # public names -> weighted versions (versions.py)
+    admin: AdminConfig = AdminConfig()
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -236,6 +245,7 @@ class GatewayConfig:
         _unique([t.name for t in self.tenants], "tenants")
         if not any(u.kind == "local" for u in self.upstreams):
             raise ConfigError("at least one upstream must have kind: local", param="upstreams")
+        check_served(self.models, lambda m: any(u.serves(m) for u in self.upstreams))
         for part, name in ((self.cache, "cache"), (self.limits, "limits")):
             if part.backend == "redis" and not (part.redis_url or self.redis_url):
                 raise ConfigError(f"{name}.backend is redis but no redis_url is set")
@@ -259,15 +269,4 @@ def parse_gateway_config(data: Any) -> GatewayConfig:
 
 def load_gateway_config(path: str | Path) -> GatewayConfig:
     """Read and validate a gateway.yaml."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read gateway config {str(path)!r}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"gateway config {str(path)!r} is not valid YAML: {exc}") from exc
-    try:
-        return parse_gateway_config(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc.message}", param=exc.param) from exc
+    return load_config_file(GatewayConfig, path, "gateway config")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar, Union
+
+import yaml
 
 from localseek.errors import ConfigError
 
@@ -90,3 +93,19 @@ def _scalar(hint: Any, value: Any, path: str) -> Any:
     raise ConfigError(
         f"{path}: expected {hint.__name__}, got {value!r} ({type(value).__name__})", param=path
     )
+
+
+def load_config_file(cls: type[T], path: str | Path, what: str) -> T:
+    """Read a YAML file into the dataclass `cls`; errors name the file (`what` it is) and field."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {str(path)!r}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {exc}") from exc
+    try:
+        return build_dataclass(cls, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}", param=exc.param) from exc

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from localseek.gateway.app import create_app
 from localseek.gateway.config import load_gateway_config
+from localseek.gateway.front import GatewayFront
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +19,8 @@ def run_gateway(config_path: str, host: str | None, port: int | None) -> None:
     config = load_gateway_config(config_path)
     # httpx logs every upstream request at INFO: noise, and measurable cost per request.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-    app = create_app(config)
+    # The front adds the admin API, model versions and reload (SIGHUP) around create_app.
+    app = GatewayFront(config, create_app, Path(config_path))
     bind_host = host or config.host
     bind_port = port if port is not None else config.port
     names = ", ".join(

@@ -68,10 +68,11 @@ async def health(request: Request) -> JSONResponse:
     state = _state(request)
     if state.ready():
         return JSONResponse({"status": "ok", "model": state.served_model})
-    return JSONResponse(
-        error_body("the model is loading or the engine is not running", "service_unavailable"),
-        status_code=503,
-    )
+    if state.drain.active:
+        message = "the server is draining before it shuts down"
+    else:
+        message = "the model is loading or the engine is not running"
+    return JSONResponse(error_body(message, "service_unavailable"), status_code=503)
 
 
 async def load(request: Request) -> LoadReport:

@@ -62,6 +62,9 @@ class ServerConfig:
     max_body_bytes: int = 4 << 20  # larger request bodies get 413
     enable_reasoning: bool = True  # split <think>…</think> into reasoning_content
     log_level: str = "info"
+    # After SIGTERM: seconds admitted requests get to finish before the process exits anyway.
+    # An orchestrator's grace period must be longer (`localseek deploy k8s` adds a margin).
+    drain_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -74,6 +77,8 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        if self.drain_timeout_s < 0:
+            raise ConfigError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
         if self.max_body_bytes < 1024:
             raise ConfigError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
         _ = self.admission  # validates the admission fields, naming the bad one

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from localseek.errors import LocalseekError, OverloadedError
+from localseek.errors import DrainingError, LocalseekError, OverloadedError
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def error_body(message: str, error_type: str, param: str | None = None, code: st
 
 def error_response(exc: LocalseekError) -> JSONResponse:
     headers = {}
-    if isinstance(exc, OverloadedError):
+    if isinstance(exc, OverloadedError | DrainingError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return JSONResponse(exc.to_openai(), status_code=exc.http_status, headers=headers)
 

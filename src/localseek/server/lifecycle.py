@@ -10,7 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from localseek.engine.outputs import RequestOutput
+from localseek.errors import DrainingError
 from localseek.server.admission import Ticket
+from localseek.server.drain import DRAIN_RETRY_AFTER_S
 from localseek.server.fanout import FanOut, Job
 from localseek.server.request_options import request_options
 from localseek.server.sampling import make_ticket
@@ -41,7 +43,12 @@ class RequestRun:
         request_id: str,
         body_priority: int | None,
     ) -> RequestRun:
-        """Wait for an engine slot (or raise OverloadedError at once, 429)."""
+        """Wait for an engine slot (or raise OverloadedError at once, 429; DrainingError, 503)."""
+        if state.drain.active:
+            raise DrainingError(
+                "the server is shutting down and takes no new requests; retry on another replica",
+                retry_after=DRAIN_RETRY_AFTER_S,
+            )
         arrival = time.monotonic()
         engine = state.engine
         gate = state.gate

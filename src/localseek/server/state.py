@@ -11,6 +11,7 @@ from localseek.errors import NotFoundError, ServiceUnavailableError
 from localseek.ops.metrics.server import LoadSample, ServerMetrics
 from localseek.server.admission import AdmissionQueue
 from localseek.server.config import ServerConfig
+from localseek.server.drain import Drain
 from localseek.server.gate import AdmissionGate
 from localseek.server.protocol import LoadReport, ModelCard, ModelList
 from localseek.server.reasoning import template_has_reasoning
@@ -30,6 +31,7 @@ class ServerState:
         self._engine: AsyncEngine | None = None
         self.gate: AdmissionGate | None = None
         self.reasoning = False
+        self.drain = Drain()
         if engine is not None:
             self.attach(engine)
 
@@ -54,7 +56,15 @@ class ServerState:
         return engine
 
     def ready(self) -> bool:
-        return self._engine is not None and self._engine.is_alive()
+        """Serving and taking new requests: false while loading, draining or after a crash."""
+        return self._engine is not None and self._engine.is_alive() and not self.drain.active
+
+    def in_flight(self) -> int:
+        """Admitted requests not yet finished: holding engine slots or waiting for them."""
+        if self.gate is None:
+            return 0
+        snap = self.gate.queue.snapshot()
+        return snap.slots_used + snap.waiting
 
     # ---- model ids ------------------------------------------------------------------------
 
