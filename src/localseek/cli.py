@@ -170,9 +170,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
+    if args.target == "grafana":
+        from localseek.ops.deploy.grafana.render import write_dashboards
+
+        print("\n".join(str(p) for p in write_dashboards(args.out)))
+        return 0
+    if args.target == "prometheus":
+        from localseek.ops.deploy.prometheus.render import write_prometheus
+
+        servers, gateways = args.server or ["127.0.0.1:8080"], args.gateway or ["127.0.0.1:8000"]
+        print("\n".join(str(p) for p in write_prometheus(args.out, servers, gateways)))
+        return 0
     from localseek.gateway.config import load_gateway_config
     from localseek.ops.deploy.nginx import render_nginx
 
+    if args.config is None:
+        print("localseek deploy nginx: --config gateway.yaml is required", file=sys.stderr)
+        return 2
     print(render_nginx(load_gateway_config(args.config)))
     return 0
 
@@ -214,8 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_cmd_plan)
 
     dep = sub.add_parser("deploy", help="render deployment artifacts")
-    dep.add_argument("target", choices=["nginx"])
-    dep.add_argument("--config", required=True)
+    dep.add_argument("target", choices=["nginx", "grafana", "prometheus"])
+    dep.add_argument("--config", default=None, help="gateway.yaml (nginx)")
+    dep.add_argument("--out", default=".", help="directory for grafana/prometheus files")
+    dep.add_argument("--server", action="append", help="prometheus: server host:port (repeat)")
+    dep.add_argument("--gateway", action="append", help="prometheus: gateway host:port (repeat)")
     dep.set_defaults(func=_cmd_deploy)
     return parser
 

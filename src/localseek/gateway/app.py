@@ -30,6 +30,7 @@ from localseek.gateway.proxy import Forwarder, UpstreamRejected
 from localseek.gateway.service import GatewayService, Reply
 from localseek.gateway.tenants import TenantDirectory
 from localseek.gateway.upstream import Upstream
+from localseek.gateway.usage_ledger import open_ledger
 from localseek.ops.metrics.gateway import GatewayMetrics
 
 TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
@@ -56,8 +57,9 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
     forwarder = Forwarder(dispatcher, config.admission, metrics)
     cache = ResponseCache(config.cache, _cache_backend(config))
     limiter = RateLimiter(_bucket_store(config))
+    ledger = open_ledger(config.usage.path)
     service = GatewayService(
-        config, upstreams, dispatcher, forwarder, cache, limiter, tenants, metrics
+        config, upstreams, dispatcher, forwarder, cache, limiter, tenants, metrics, ledger
     )
     health = HealthMonitor(upstreams, config.health, queue.notify)
 
@@ -70,6 +72,7 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
             await health.stop()
             for u in upstreams:
                 await u.aclose()
+            ledger.close()
             for closable in (cache.backend, limiter.store):
                 if hasattr(closable, "aclose"):
                     await closable.aclose()

@@ -194,6 +194,13 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class UsageConfig:
+    """The usage ledger `localseek usage` reports from."""
+
+    path: str | None = None  # SQLite file, one row per request; None: no ledger
+
+
+@dataclass(frozen=True)
 class TenantConfig:
     """A tenant: its API keys, its limits and whether its data may leave the machine."""
 
@@ -227,6 +234,7 @@ class GatewayConfig:
     policy: PolicyConfig = PolicyConfig()
     cache: CacheConfig = CacheConfig()
     limits: LimitsConfig = LimitsConfig()
+    usage: UsageConfig = UsageConfig()
     tenants: tuple[TenantConfig, ...] = ()  # empty: no API keys, one anonymous tenant
 
     def __post_init__(self) -> None:

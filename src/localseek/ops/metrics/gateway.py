@@ -82,6 +82,13 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        self.local_only_refused = Counter(
+            p + "local_only_refused_total",
+            "Local-only (sensitive) requests refused because no local upstream could take them, "
+            "by reason: overloaded (429), unavailable (5xx).",
+            ["reason"],
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             p + "queue_depth", "Requests waiting for a local slot.", registry=registry
         )
