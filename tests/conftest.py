@@ -6,8 +6,18 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 # Tests must never reach the Hugging Face Hub; the loaders' offline error path is tested instead.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory):
+    """A tiny-model server and a gateway over it, shared by the session (ops, ui, usage tests)."""
+    from live_stack import shared_stack
+
+    yield from shared_stack(tmp_path_factory.mktemp("live-stack"))

@@ -68,6 +68,7 @@ def tiny_engine(model_dir: Path):
 class Stack:
     server_url: str
     gateway_url: str
+    ledger: Path | None = None  # the gateway's usage ledger, when it keeps one
 
 
 @contextmanager
@@ -93,7 +94,43 @@ def live_stack(model_dir: Path, gateway_extra: dict[str, Any] | None = None) -> 
             **extra,
         }
         gateway = stack.enter_context(serving(create_app(parse_gateway_config(config))))
-        yield Stack(server, gateway)
+        ledger = config.get("usage", {}).get("path")
+        yield Stack(server, gateway, Path(ledger) if ledger else None)
+
+
+# The shared stack's gateway also knows a cloud upstream (never reached: the local replica has
+# free slots) whose prices value the tokens served locally.
+CLOUD_PRICES = {"price_input_per_mtok": 1.0, "price_output_per_mtok": 2.0}
+
+
+def shared_stack(tmp: Path) -> Iterator[Stack]:
+    """The session's stack (tests/conftest.py): a ledger, a priced cloud, some traffic."""
+    import openai
+    from tiny_models import make_tiny_model
+
+    cloud = {
+        "name": "cloud",
+        "url": f"http://127.0.0.1:{free_port()}/v1",
+        "kind": "cloud",
+        "models": [SERVED],
+        "probe": False,
+        **CLOUD_PRICES,
+    }
+    extra = {"upstreams": [cloud], "usage": {"path": str(tmp / "usage.db")}}
+    with live_stack(make_tiny_model(tmp, "llama"), extra) as live:
+        for base in (live.server_url, live.gateway_url):
+            client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0)
+            client.chat.completions.create(
+                model=SERVED, messages=[{"role": "user", "content": "hi"}], max_tokens=4
+            )
+            stream = client.chat.completions.create(
+                model=SERVED,
+                messages=[{"role": "user", "content": "hello"}],
+                max_tokens=4,
+                stream=True,
+            )
+            assert list(stream)
+        yield live
 
 
 _SUFFIXES = {

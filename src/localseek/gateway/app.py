@@ -29,9 +29,11 @@ from localseek.gateway.limits import BucketStore, MemoryBucketStore, RateLimiter
 from localseek.gateway.proxy import Forwarder, UpstreamRejected
 from localseek.gateway.service import GatewayService, Reply
 from localseek.gateway.tenants import TenantDirectory
+from localseek.gateway.ui_status import gateway_ui_status
 from localseek.gateway.upstream import Upstream
 from localseek.gateway.usage_ledger import open_ledger
 from localseek.ops.metrics.gateway import GatewayMetrics
+from localseek.ui.routes import install_ui
 
 TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
 
@@ -150,6 +152,7 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
             metrics.cache_bytes.set(cache.backend.bytes_used)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_ui(app, "gateway", lambda: gateway_ui_status(upstreams, queue, registry))
     return app
 
 

@@ -19,10 +19,10 @@ def names_in(expr: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def exported(stack) -> dict[str, set[str]]:
+def exported(live) -> dict[str, set[str]]:
     return {
-        "localseek-server.json": exported_names(stack.server_url + "/metrics"),
-        "localseek-gateway.json": exported_names(stack.gateway_url + "/metrics"),
+        "localseek-server.json": exported_names(live.server_url + "/metrics"),
+        "localseek-gateway.json": exported_names(live.gateway_url + "/metrics"),
     }
 
 

@@ -98,9 +98,9 @@ def test_the_issue_alerts_exist():
         assert part in names, part
 
 
-def test_rules_read_metrics_the_processes_export(stack):
-    exported = exported_names(stack.server_url + "/metrics") | exported_names(
-        stack.gateway_url + "/metrics"
+def test_rules_read_metrics_the_processes_export(live):
+    exported = exported_names(live.server_url + "/metrics") | exported_names(
+        live.gateway_url + "/metrics"
     )
     for rule in rules():
         names = set(re.findall(r"\b(localseek[:_][A-Za-z0-9_:]*)", rule["expr"]))
