@@ -191,6 +191,49 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from localseek.ops.eval.command import EvalOptions, run_eval
+    from localseek.ops.eval.runner import Endpoint
+
+    key = args.api_key or os.environ.get("LOCALSEEK_API_KEY")
+    candidate = None
+    if args.candidate:
+        candidate = Endpoint("candidate", args.candidate, args.candidate_model, key)
+    options = EvalOptions(
+        baseline=Endpoint("baseline", args.baseline, args.baseline_model, key),
+        candidate=candidate,
+        golden=args.golden,
+        threshold=args.threshold,
+        concurrency=args.concurrency,
+        textfile=args.textfile,
+        pushgateway=args.pushgateway,
+    )
+    return run_eval(options)[1]
+
+
+def _add_eval_parser(sub) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="score a golden set on one or two endpoints (BLEU, chrF, exact match, JSON)",
+        description="Asks one or two OpenAI-compatible endpoints a golden set (greedy), prints "
+        "BLEU, chrF, exact match and JSON validity, and exits 1 when the candidate is worse "
+        "than the baseline by more than --threshold points (0-100 scale) on any score.",
+    )
+    ev.add_argument("baseline", help="OpenAI base URL, e.g. http://127.0.0.1:8080/v1")
+    ev.add_argument("candidate", nargs="?", default=None, help="a second base URL to compare")
+    ev.add_argument("--golden", default=None, help="JSONL golden set (default: the shipped one)")
+    ev.add_argument("--baseline-model", default=None, help="model id (default: first listed)")
+    ev.add_argument("--candidate-model", default=None, help="model id (default: first listed)")
+    ev.add_argument("--api-key", default=None, help="bearer key (default: $LOCALSEEK_API_KEY)")
+    ev.add_argument(
+        "--threshold", type=float, default=2.0, help="points a candidate may lose (default: 2)"
+    )
+    ev.add_argument("--concurrency", type=int, default=4, help="requests at once (default: 4)")
+    ev.add_argument("--textfile", default=None, help="write the gauges to this .prom file")
+    ev.add_argument("--pushgateway", default=None, help="push the gauges to this Pushgateway URL")
+    ev.set_defaults(func=_cmd_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="localseek", description="Self-hosted serving for DeepSeek-family models."
@@ -234,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     dep.add_argument("--server", action="append", help="prometheus: server host:port (repeat)")
     dep.add_argument("--gateway", action="append", help="prometheus: gateway host:port (repeat)")
     dep.set_defaults(func=_cmd_deploy)
+
+    _add_eval_parser(sub)
     return parser
 
 
