@@ -234,6 +234,41 @@ def _add_eval_parser(sub) -> None:
     ev.set_defaults(func=_cmd_eval)
 
 
+def _cmd_usage(args: argparse.Namespace) -> int:
+    from localseek.gateway.usage_report import format_usage, parse_time, read_usage
+
+    path = args.ledger
+    if path is None:
+        from localseek.gateway.config import load_gateway_config
+
+        path = load_gateway_config(args.config).usage.path if args.config else None
+    if path is None:
+        print("localseek usage: give --ledger PATH or a --config with usage.path", file=sys.stderr)
+        return 2
+    rows = read_usage(path, parse_time(args.since), parse_time(args.until))
+    print(format_usage(rows, args.format))
+    return 0
+
+
+def _add_usage_parser(sub) -> None:
+    us = sub.add_parser(
+        "usage",
+        help="the gateway's usage ledger per tenant and model: tokens, cache, refusals, money",
+        description="Totals per tenant and model from the gateway's usage ledger (usage.path in "
+        "gateway.yaml): tokens served locally and in the cloud, cache hits, requests refused, "
+        "USD spent in the cloud and saved (the cloud price of what was served locally or from "
+        "the cache). Times: 24h, 7d, 30m, now, or ISO (UTC unless a zone is given).",
+    )
+    us.add_argument("--config", default=None, help="gateway.yaml whose usage.path to read")
+    us.add_argument("--ledger", default=None, help="the ledger file (overrides --config)")
+    us.add_argument("--since", default=None, help="start of the range (default: the beginning)")
+    us.add_argument("--until", default=None, help="end of the range (default: now)")
+    us.add_argument(
+        "--format", default="table", choices=["table", "csv", "json"], help="(default: table)"
+    )
+    us.set_defaults(func=_cmd_usage)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="localseek", description="Self-hosted serving for DeepSeek-family models."
@@ -279,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     dep.set_defaults(func=_cmd_deploy)
 
     _add_eval_parser(sub)
+    _add_usage_parser(sub)
     return parser
 
 
