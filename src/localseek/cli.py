@@ -150,7 +150,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     bound_thread_spinning()
     from localseek.server.main import run_server
 
-    run_server(_engine_config(args), _server_config(args))
+    profile = None
+    if args.profile is not None:
+        from localseek.engine.step_profiler import ProfileConfig
+
+        profile = ProfileConfig(args.profile, args.profile_dir)
+    run_server(_engine_config(args), _server_config(args), profile)
     return 0
 
 
@@ -289,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server")
     _add_engine_args(serve)
     _add_server_args(serve)
+    serve.add_argument(
+        "--profile",
+        type=int,
+        default=None,
+        metavar="N",
+        help="record the first N engine steps with the PyTorch profiler, print the top ops",
+    )
+    serve.add_argument(
+        "--profile-dir", default=".", help="where --profile writes its trace (default: .)"
+    )
     serve.set_defaults(func=_cmd_serve)
 
     gw = sub.add_parser("gateway", help="gateway over many OpenAI-compatible upstreams")
