@@ -20,13 +20,14 @@ def test_page_and_static_files_are_served(live, which):
     assert httpx.get(base + "/ui/static/missing.js").status_code == 404
 
 
+def status_after_a_request(base: str) -> dict:
+    body = {"model": SERVED, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    httpx.post(base + "/v1/chat/completions", json=body, timeout=30).raise_for_status()
+    return httpx.get(base + "/ui/status").json()
+
+
 def test_server_status_reports_model_load_and_totals(live):
-    httpx.post(
-        live.server_url + "/v1/chat/completions",
-        json={"model": SERVED, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
-        timeout=30,
-    ).raise_for_status()
-    status = httpx.get(live.server_url + "/ui/status").json()
+    status = status_after_a_request(live.server_url)
     assert status["kind"] == "server" and status["healthy"] is True
     assert status["models"][0] == SERVED
     assert status["load"]["capacity"] == 4 and 0 <= status["load"]["kv_usage"] <= 1
@@ -34,12 +35,7 @@ def test_server_status_reports_model_load_and_totals(live):
 
 
 def test_gateway_status_lists_replicas_and_counts_tokens(live):
-    httpx.post(
-        live.gateway_url + "/v1/chat/completions",
-        json={"model": SERVED, "messages": [{"role": "user", "content": "hey"}], "max_tokens": 3},
-        timeout=30,
-    ).raise_for_status()
-    status = httpx.get(live.gateway_url + "/ui/status").json()
+    status = status_after_a_request(live.gateway_url)
     assert status["kind"] == "gateway" and status["healthy"] is True
     replicas = {r["name"]: r for r in status["replicas"]}
     assert replicas["replica-1"]["state"] == "ok" and replicas["replica-1"]["kind"] == "local"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ class EvalOptions:
 
 def run_eval(options: EvalOptions) -> tuple[EvalResult, int]:
     """The result and the exit status: 1 when the candidate regressed, else 0."""
+    # httpx logs every request at INFO: one line per prompt would bury the table.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     path = Path(options.golden) if options.golden else default_golden_path()
     items = load_golden(path)
     endpoints = [options.baseline] + ([options.candidate] if options.candidate else [])
