@@ -96,6 +96,8 @@ def test_usage_from_a_live_gateway(live, tmp_path, capsys):
     assert team_a["local_tokens"] == first.total_tokens == team_a["cache_tokens"]
     assert team_a["cloud_tokens"] == 0 and team_a["cost_usd"] == 0
     assert team_a["saved_usd"] == pytest.approx(2 * usd(first))  # served once, then cached
+    shed = ("localseek_gateway_shed_total", (("reason", "rate_limit"), ("tenant", "team-a")))
+    assert metrics[shed] == 1  # the tenant's limit hit, for the dashboard's per-tenant panel
     saved_metric = metrics[("localseek_gateway_saved_usd_total", (("tenant", "team-a"),))]
     assert saved_metric == pytest.approx(usd(first))  # the metric counts local answers only
     team_b = rows["team-b"]

@@ -70,6 +70,13 @@ class GatewayMetrics:
             ["tenant"],
             registry=registry,
         )
+        self.overflow_reasons = Counter(
+            p + "overflow_reasons_total",
+            "Requests sent to a cloud upstream, by why: local_full (local upstreams up but "
+            "saturated) or local_down (every local upstream's circuit open).",
+            ["reason"],
+            registry=registry,
+        )
         self.shed = Counter(
             p + "shed_total",
             "Requests refused with 429 (queue_full, queue_timeout, rate_limit).",

@@ -69,6 +69,7 @@ def gateway_dashboard() -> Dashboard:
                     ),
                     panel(
                         "Overflow to cloud and kept local",
+                        _by("reason", "overflow_reasons_total", "overflow: {{reason}}"),
                         _by("tenant", "overflowed_total", "overflow {{tenant}}"),
                         _by("reason", "local_only_total", "kept local: {{reason}}"),
                         _by("reason", "local_only_refused_total", "local-only refused: {{reason}}"),
