@@ -54,3 +54,31 @@ def test_recent_errors_show_the_error_message(live, which):
     errors = httpx.get(base + "/ui/status").json()["errors"]
     assert errors[0]["status"] == 404 and errors[0]["path"] == "/v1/chat/completions"
     assert "no-such-model" in errors[0]["message"]
+
+
+def test_status_asks_for_the_api_key_where_the_routes_do(live):
+    from live_stack import serving
+
+    from localseek.gateway.app import create_app
+    from localseek.gateway.config import parse_gateway_config
+    from localseek.server.app import build_app
+    from localseek.server.config import ServerConfig
+
+    gateway = create_app(
+        parse_gateway_config(
+            {
+                "upstreams": [{"name": "replica-1", "url": live.server_url + "/v1"}],
+                "tenants": [{"name": "team", "api_keys": ["gw-key"]}],
+            }
+        )
+    )
+    server = build_app(None, ServerConfig(api_key="srv-key"))  # still loading: status works
+    for app, key in ((gateway, "gw-key"), (server, "srv-key")):
+        with serving(app) as url:
+            assert httpx.get(url + "/ui").status_code == 200  # the page itself is static
+            refused = httpx.get(url + "/ui/status")
+            assert refused.status_code == 401 and refused.json()["error"]["message"]
+            wrong = httpx.get(url + "/ui/status", headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            ok = httpx.get(url + "/ui/status", headers={"Authorization": f"Bearer {key}"})
+            assert ok.status_code == 200 and ok.json()["kind"] in ("gateway", "server")

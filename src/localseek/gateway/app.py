@@ -152,7 +152,12 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
             metrics.cache_bytes.set(cache.backend.bytes_used)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    install_ui(app, "gateway", lambda: gateway_ui_status(upstreams, queue, registry))
+    install_ui(
+        app,
+        "gateway",
+        lambda: gateway_ui_status(upstreams, queue, registry),
+        lambda request: tenants.resolve(request.headers.get("authorization")),
+    )
     return app
 
 

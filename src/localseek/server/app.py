@@ -121,5 +121,5 @@ def build_app(engine: AsyncEngine | None, config: ServerConfig) -> FastAPI:
     app.add_api_route("/load", load, methods=["GET"], response_model=LoadReport)
     app.add_api_route("/metrics", metrics, methods=["GET"])
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
-    install_ui(app, "server", lambda: server_ui_status(state))
+    install_ui(app, "server", lambda: server_ui_status(state), _authorize)
     return app

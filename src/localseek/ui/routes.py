@@ -6,12 +6,13 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from localseek.ui.recent_errors import RecentErrors, RecentErrorsMiddleware
 
 StatusFn = Callable[[], dict[str, Any]]
+AuthorizeFn = Callable[[Request], object]  # raises AuthenticationError for a bad key
 
 _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 
@@ -23,11 +24,14 @@ def _static(name: str) -> bytes | None:
     return root.joinpath(name).read_bytes()
 
 
-def install_ui(app: FastAPI, kind: str, status: StatusFn) -> None:
+def install_ui(
+    app: FastAPI, kind: str, status: StatusFn, authorize: AuthorizeFn | None = None
+) -> None:
     """Serve the page at /ui; `status()` describes the process (model, load, replicas...).
 
     The page is plain HTML, CSS and JavaScript shipped in the package: nothing is fetched
-    from the internet, and there is no build step.
+    from the internet, and there is no build step. /ui/status asks for the same API key as
+    the completion routes (`authorize`): recent error messages can quote a request.
     """
     errors = RecentErrors()
     app.add_middleware(RecentErrorsMiddleware, errors=errors)
@@ -42,7 +46,9 @@ def install_ui(app: FastAPI, kind: str, status: StatusFn) -> None:
         suffix = name[name.rfind(".") :]
         return Response(data, media_type=_TYPES.get(suffix, "application/octet-stream"))
 
-    async def status_json() -> JSONResponse:
+    async def status_json(request: Request) -> JSONResponse:
+        if authorize is not None:
+            authorize(request)
         body = {"kind": kind, **status(), "errors": errors.as_json()}
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 

@@ -24,8 +24,13 @@ function fmt(n, digits = 0) {
 
 async function pollStatus() {
   try {
-    const r = await fetch("/ui/status", { cache: "no-store" });
-    renderStatus(await r.json());
+    const r = await fetch("/ui/status", { cache: "no-store", headers: apiHeaders() });
+    if (r.status === 401) {
+      $("health").textContent = "enter the API key";
+      $("health").className = "pill bad";
+    } else {
+      renderStatus(await r.json());
+    }
   } catch (e) {
     $("health").textContent = "unreachable";
     $("health").className = "pill bad";
