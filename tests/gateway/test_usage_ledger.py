@@ -138,3 +138,10 @@ def test_sensitive_request_without_a_local_replica_is_counted(tmp_path, capsys):
 def test_missing_ledger_is_a_clear_error(tmp_path, capsys):
     assert main(["usage", "--ledger", str(tmp_path / "nope.db")]) == 1
     assert "no usage ledger" in capsys.readouterr().err
+
+
+def test_a_failing_ledger_never_fails_the_request(tmp_path, caplog):
+    ledger = SqliteLedger(tmp_path / "u.db")
+    ledger.close()  # every write now fails, like a vanished disk
+    ledger.record(UsageEvent("a", "m", "local", 1, 1))
+    assert "could not record a local request" in caplog.text

@@ -198,9 +198,9 @@ class GatewayService:
     def _refused(self, req: GatewayRequest, exc: OverloadedError | UpstreamError) -> None:
         """A request answered 429 or 5xx: to the ledger, and alarming when it had to stay local."""
         self._ledger.record(UsageEvent(req.tenant.name, req.model, "refused"))
-        if isinstance(exc, RateLimitError):
+        if isinstance(exc, RateLimitError):  # the tenant's own limit, not a missing replica
             self._metrics.shed.labels(req.tenant.name, "rate_limit").inc()
-        if req.classification.local_only and not isinstance(exc, RateLimitError):
+        elif req.classification.local_only:
             reason = "overloaded" if isinstance(exc, OverloadedError) else "unavailable"
             self._metrics.local_only_refused.labels(reason).inc()
 

@@ -8,6 +8,7 @@ the request did. Several gateways on one host may share the file (SQLite locks i
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Protocol
 
 from localseek.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 OUTCOMES = ("local", "cloud", "cache", "refused")
 
@@ -92,21 +95,23 @@ class SqliteLedger:
         self._clock = clock
 
     def record(self, event: UsageEvent) -> None:
+        """Append one row; a failing disk is logged, never turned into a failed request."""
         assert event.outcome in OUTCOMES, event.outcome
-        with self._db:
-            self._db.execute(
-                "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    self._clock(),
-                    event.tenant,
-                    event.model,
-                    event.outcome,
-                    event.prompt_tokens,
-                    event.completion_tokens,
-                    event.cost_usd,
-                    event.saved_usd,
-                ),
-            )
+        row = (
+            self._clock(),
+            event.tenant,
+            event.model,
+            event.outcome,
+            event.prompt_tokens,
+            event.completion_tokens,
+            event.cost_usd,
+            event.saved_usd,
+        )
+        try:
+            with self._db:
+                self._db.execute("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+        except sqlite3.Error as exc:
+            logger.warning("usage ledger: could not record a %s request: %s", event.outcome, exc)
 
     def summary(self, since: float | None = None, until: float | None = None) -> list[UsageRow]:
         """Totals per (tenant, model) for rows with since <= at < until, sorted by tenant, model."""
