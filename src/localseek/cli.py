@@ -323,9 +323,19 @@ def build_parser() -> argparse.ArgumentParser:
     dep = sub.add_parser("deploy", help="render deployment artifacts")
     dep.add_argument("target", choices=["nginx", "grafana", "prometheus"])
     dep.add_argument("--config", default=None, help="gateway.yaml (nginx)")
-    dep.add_argument("--out", default=".", help="directory for grafana/prometheus files")
-    dep.add_argument("--server", action="append", help="prometheus: server host:port (repeat)")
-    dep.add_argument("--gateway", action="append", help="prometheus: gateway host:port (repeat)")
+    dep.add_argument(
+        "--out", default=".", help="directory for grafana/prometheus files (default: .)"
+    )
+    dep.add_argument(
+        "--server",
+        action="append",
+        help="prometheus: a server's host:port, repeatable (default: 127.0.0.1:8080)",
+    )
+    dep.add_argument(
+        "--gateway",
+        action="append",
+        help="prometheus: a gateway's host:port, repeatable (default: 127.0.0.1:8000)",
+    )
     dep.set_defaults(func=_cmd_deploy)
 
     _add_eval_parser(sub)
