@@ -54,7 +54,8 @@ def chat(driver, message: str) -> object:
     """Type `message` into the playground and send it; returns the finished answer bubble."""
     from selenium.webdriver.common.by import By
 
-    wait_for(driver, lambda d: text(d, "#model"), "the model list")
+    model = driver.find_element(By.ID, "model")
+    wait_for(driver, lambda d: model.get_attribute("value"), "the model list")
     for field, value in (("max-tokens", "16"), ("temperature", "0")):
         box = driver.find_element(By.ID, field)
         box.clear()

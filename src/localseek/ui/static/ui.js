@@ -10,6 +10,7 @@ const WINDOW_S = 10;
 const recent = []; // {t, tokens} of the polls in the last WINDOW_S seconds
 let kind = "server";
 const history = [];
+let modelsLoaded = false;
 
 function apiHeaders() {
   const key = $("api-key").value.trim();
@@ -54,7 +55,7 @@ function renderStatus(s) {
   addSample(totals.generated_tokens);
   renderReplicas(s.replicas || []);
   renderErrors(s.errors || []);
-  if (!$("model").options.length && s.models && s.models.length) loadModels(s.models);
+  if (!modelsLoaded) loadModels(s.models || []);
 }
 
 function addSample(tokens) {
@@ -120,12 +121,15 @@ function renderErrors(errors) {
 }
 
 async function loadModels(fallback) {
+  // A gateway whose upstreams list no models serves any id: the field then takes free text.
+  modelsLoaded = true;
   let ids = fallback;
   try {
     const r = await fetch("/v1/models", { headers: apiHeaders() });
     if (r.ok) ids = (await r.json()).data.map((m) => m.id);
   } catch (e) { /* keep the status page's list */ }
-  $("model").replaceChildren(...ids.map((id) => new Option(id, id)));
+  $("model-list").replaceChildren(...ids.map((id) => new Option(id, id)));
+  if (!$("model").value && ids.length) $("model").value = ids[0];
 }
 
 function bubble(role) {
