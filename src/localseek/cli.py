@@ -157,7 +157,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     bound_thread_spinning()
     from localseek.server.main import run_server
 
-    run_server(_engine_config(args), _server_config(args))
+    profile = None
+    if args.profile is not None:
+        from localseek.engine.step_profiler import ProfileConfig
+
+        profile = ProfileConfig(args.profile, args.profile_dir)
+    run_server(_engine_config(args), _server_config(args), profile)
     return 0
 
 
@@ -176,10 +181,28 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deploy_grafana(args: argparse.Namespace) -> int:
+    from localseek.ops.deploy.grafana.render import write_dashboards
+
+    print("\n".join(str(p) for p in write_dashboards(args.out)))
+    return 0
+
+
+def _cmd_deploy_prometheus(args: argparse.Namespace) -> int:
+    from localseek.ops.deploy.prometheus.render import write_prometheus
+
+    servers, gateways = args.server or ["127.0.0.1:8080"], args.gateway or ["127.0.0.1:8000"]
+    print("\n".join(str(p) for p in write_prometheus(args.out, servers, gateways)))
+    return 0
+
+
 def _cmd_deploy_nginx(args: argparse.Namespace) -> int:
     from localseek.gateway.config import load_gateway_config
     from localseek.ops.deploy.nginx import render_nginx
 
+    if args.config is None:
+        print("localseek deploy nginx: --config gateway.yaml is required", file=sys.stderr)
+        return 2
     print(render_nginx(load_gateway_config(args.config)))
     return 0
 
@@ -217,6 +240,104 @@ def _add_deploy_parser(sub) -> None:
         p.add_argument("spec", help="deploy spec YAML")
         p.add_argument("--out", default=f"deploy-{target}", help="directory to write into")
         p.set_defaults(func=_cmd_deploy_render)
+    graf = targets.add_parser(
+        "grafana",
+        help="Grafana dashboards (server, gateway) as JSON",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    graf.add_argument("--out", default=".", help="directory to write into")
+    graf.set_defaults(func=_cmd_deploy_grafana)
+    prom = targets.add_parser(
+        "prometheus",
+        help="Prometheus scrape config and alert rules",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    prom.add_argument("--out", default=".", help="directory to write into")
+    prom.add_argument(
+        "--server", action="append", help="a server's host:port, repeatable (127.0.0.1:8080)"
+    )
+    prom.add_argument(
+        "--gateway", action="append", help="a gateway's host:port, repeatable (127.0.0.1:8000)"
+    )
+    prom.set_defaults(func=_cmd_deploy_prometheus)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from localseek.ops.eval.command import EvalOptions, run_eval
+    from localseek.ops.eval.runner import Endpoint
+
+    key = args.api_key or os.environ.get("LOCALSEEK_API_KEY")
+    candidate = None
+    if args.candidate:
+        candidate = Endpoint("candidate", args.candidate, args.candidate_model, key)
+    options = EvalOptions(
+        baseline=Endpoint("baseline", args.baseline, args.baseline_model, key),
+        candidate=candidate,
+        golden=args.golden,
+        threshold=args.threshold,
+        concurrency=args.concurrency,
+        textfile=args.textfile,
+        pushgateway=args.pushgateway,
+    )
+    return run_eval(options)[1]
+
+
+def _add_eval_parser(sub) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="score a golden set on one or two endpoints (BLEU, chrF, exact match, JSON)",
+        description="Asks one or two OpenAI-compatible endpoints a golden set (greedy), prints "
+        "BLEU, chrF, exact match and JSON validity, and exits 1 when the candidate is worse "
+        "than the baseline by more than --threshold points (0-100 scale) on any score.",
+    )
+    ev.add_argument("baseline", help="OpenAI base URL, e.g. http://127.0.0.1:8080/v1")
+    ev.add_argument("candidate", nargs="?", default=None, help="a second base URL to compare")
+    ev.add_argument("--golden", default=None, help="JSONL golden set (default: the shipped one)")
+    ev.add_argument("--baseline-model", default=None, help="model id (default: first listed)")
+    ev.add_argument("--candidate-model", default=None, help="model id (default: first listed)")
+    ev.add_argument("--api-key", default=None, help="bearer key (default: $LOCALSEEK_API_KEY)")
+    ev.add_argument(
+        "--threshold", type=float, default=2.0, help="points a candidate may lose (default: 2)"
+    )
+    ev.add_argument("--concurrency", type=int, default=4, help="requests at once (default: 4)")
+    ev.add_argument("--textfile", default=None, help="write the gauges to this .prom file")
+    ev.add_argument("--pushgateway", default=None, help="push the gauges to this Pushgateway URL")
+    ev.set_defaults(func=_cmd_eval)
+
+
+def _cmd_usage(args: argparse.Namespace) -> int:
+    from localseek.gateway.usage_report import format_usage, parse_time, read_usage
+
+    path = args.ledger
+    if path is None:
+        from localseek.gateway.config import load_gateway_config
+
+        path = load_gateway_config(args.config).usage.path if args.config else None
+    if path is None:
+        print("localseek usage: give --ledger PATH or a --config with usage.path", file=sys.stderr)
+        return 2
+    rows = read_usage(path, parse_time(args.since), parse_time(args.until))
+    print(format_usage(rows, args.format))
+    return 0
+
+
+def _add_usage_parser(sub) -> None:
+    us = sub.add_parser(
+        "usage",
+        help="the gateway's usage ledger per tenant and model: tokens, cache, refusals, money",
+        description="Totals per tenant and model from the gateway's usage ledger (usage.path in "
+        "gateway.yaml): tokens served locally and in the cloud, cache hits, requests refused, "
+        "USD spent in the cloud and saved (the cloud price of what was served locally or from "
+        "the cache). Times: 24h, 7d, 30m, now, or ISO (UTC unless a zone is given).",
+    )
+    us.add_argument("--config", default=None, help="gateway.yaml whose usage.path to read")
+    us.add_argument("--ledger", default=None, help="the ledger file (overrides --config)")
+    us.add_argument("--since", default=None, help="start of the range (default: the beginning)")
+    us.add_argument("--until", default=None, help="end of the range (default: now)")
+    us.add_argument(
+        "--format", default="table", choices=["table", "csv", "json"], help="(default: table)"
+    )
+    us.set_defaults(func=_cmd_usage)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,6 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server")
     _add_engine_args(serve)
     _add_server_args(serve)
+    serve.add_argument(
+        "--profile",
+        type=int,
+        default=None,
+        metavar="N",
+        help="record the first N engine steps with the PyTorch profiler, print the top ops",
+    )
+    serve.add_argument(
+        "--profile-dir", default=".", help="where --profile writes its trace (default: .)"
+    )
     serve.set_defaults(func=_cmd_serve)
 
     gw = sub.add_parser("gateway", help="gateway over many OpenAI-compatible upstreams")
@@ -256,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_cmd_plan)
 
     _add_deploy_parser(sub)
+    _add_eval_parser(sub)
+    _add_usage_parser(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from localseek.config import EngineConfig
 from localseek.engine.engine import Engine
@@ -20,6 +21,9 @@ from localseek.engine.outputs import EngineStats, RequestOutput
 from localseek.engine.sequence import Sequence
 from localseek.errors import LocalseekError, ServiceUnavailableError
 from localseek.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from localseek.engine.step_profiler import StepProfiler
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +48,10 @@ class AsyncEngine:
         *,
         burst_quiet_s: float = BURST_QUIET_S,
         burst_max_s: float = BURST_MAX_S,
+        profiler: StepProfiler | None = None,
     ):
         self.engine = engine
+        self._profiler = profiler  # `serve --profile N`: records the first N steps
         self._burst_quiet_s, self._burst_max_s = burst_quiet_s, burst_max_s
         self.tokenizer = engine.tokenizer
         self.max_model_len = engine.max_model_len
@@ -60,8 +66,10 @@ class AsyncEngine:
         self._thread.start()
 
     @classmethod
-    def from_config(cls, config: EngineConfig) -> AsyncEngine:
-        return cls(Engine(config))
+    def from_config(
+        cls, config: EngineConfig, *, profiler: StepProfiler | None = None
+    ) -> AsyncEngine:
+        return cls(Engine(config), profiler=profiler)
 
     # ---- public ---------------------------------------------------------------------------
 
@@ -133,7 +141,10 @@ class AsyncEngine:
 
     def _step(self) -> None:
         try:
-            outputs = self.engine.step()
+            if self._profiler is not None:
+                outputs = self._profiler.step(self.engine.step)
+            else:
+                outputs = self.engine.step()
         except Exception as exc:
             # A failing batch must not take the server down: fail the requests in flight,
             # free their blocks, and keep serving new ones.

@@ -29,8 +29,11 @@ from localseek.gateway.limits import BucketStore, MemoryBucketStore, RateLimiter
 from localseek.gateway.proxy import Forwarder, UpstreamRejected
 from localseek.gateway.service import GatewayService, Reply
 from localseek.gateway.tenants import TenantDirectory
+from localseek.gateway.ui_status import gateway_ui_status
 from localseek.gateway.upstream import Upstream
+from localseek.gateway.usage_ledger import open_ledger
 from localseek.ops.metrics.gateway import GatewayMetrics
+from localseek.ui.routes import install_ui
 
 TransportFactory = Callable[[str], httpx.AsyncBaseTransport | None]
 
@@ -56,8 +59,9 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
     forwarder = Forwarder(dispatcher, config.admission, metrics)
     cache = ResponseCache(config.cache, _cache_backend(config))
     limiter = RateLimiter(_bucket_store(config))
+    ledger = open_ledger(config.usage.path)
     service = GatewayService(
-        config, upstreams, dispatcher, forwarder, cache, limiter, tenants, metrics
+        config, upstreams, dispatcher, forwarder, cache, limiter, tenants, metrics, ledger
     )
     health = HealthMonitor(upstreams, config.health, queue.notify)
 
@@ -70,6 +74,7 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
             await health.stop()
             for u in upstreams:
                 await u.aclose()
+            ledger.close()
             for closable in (cache.backend, limiter.store):
                 if hasattr(closable, "aclose"):
                     await closable.aclose()
@@ -147,6 +152,12 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
             metrics.cache_bytes.set(cache.backend.bytes_used)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_ui(
+        app,
+        "gateway",
+        lambda: gateway_ui_status(upstreams, queue, registry),
+        lambda request: tenants.resolve(request.headers.get("authorization")),
+    )
     return app
 
 

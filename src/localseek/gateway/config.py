@@ -193,6 +193,13 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class UsageConfig:
+    """The usage ledger `localseek usage` reports from."""
+
+    path: str | None = None  # SQLite file, one row per request; None: no ledger
+
+
+@dataclass(frozen=True)
 class TenantConfig:
     """A tenant: its API keys, its limits and whether its data may leave the machine."""
 
@@ -234,6 +241,7 @@ class GatewayConfig:
     policy: PolicyConfig = PolicyConfig()
     cache: CacheConfig = CacheConfig()
     limits: LimitsConfig = LimitsConfig()
+    usage: UsageConfig = UsageConfig()
     tenants: tuple[TenantConfig, ...] = ()  # empty: no API keys, one anonymous tenant
     models: tuple[PublicModelConfig, ...] = ()  # public names -> weighted versions (versions.py)
     admin: AdminConfig = AdminConfig()

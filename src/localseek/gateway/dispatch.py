@@ -7,6 +7,7 @@ import asyncio
 from localseek.errors import OverloadedError
 from localseek.gateway.admission import AdmissionQueue
 from localseek.gateway.balancer import Balancer, RouteRequest
+from localseek.gateway.circuit import OPEN
 from localseek.gateway.config import AdmissionConfig
 from localseek.gateway.request import GatewayRequest
 from localseek.gateway.upstream import Upstream
@@ -59,6 +60,7 @@ class Dispatcher:
             chosen = self.balancer.pick_cloud(route)
             if chosen is not None:
                 self._metrics.overflowed.labels(req.tenant.name).inc()
+                self._metrics.overflow_reasons.labels(self._overflow_reason()).inc()
                 return chosen
         chosen = self.balancer.pick_local(route, last_resort=True)
         if chosen is not None:
@@ -90,6 +92,10 @@ class Dispatcher:
             )
         finally:
             self._metrics.queue_depth.set(self.queue.depth)
+
+    def _overflow_reason(self) -> str:
+        local = [u for tier in self.balancer.local_tiers for u in tier]
+        return "local_full" if any(u.circuit.state != OPEN for u in local) else "local_down"
 
     def release(self, upstream: Upstream) -> None:
         upstream.release()

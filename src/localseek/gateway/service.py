@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from localseek.errors import NotFoundError
+from localseek.errors import NotFoundError, OverloadedError, RateLimitError, UpstreamError
 from localseek.gateway.affinity import affinity_key
 from localseek.gateway.cache import MemoryCacheBackend, ResponseCache
 from localseek.gateway.config import GatewayConfig, TenantConfig, UpstreamConfig
@@ -21,6 +21,7 @@ from localseek.gateway.sse import DONE_EVENT, event
 from localseek.gateway.stream import replay_chunks
 from localseek.gateway.tenants import TenantDirectory
 from localseek.gateway.upstream import Upstream
+from localseek.gateway.usage_ledger import Ledger, NullLedger, UsageEvent
 from localseek.ops.metrics.gateway import GatewayMetrics
 
 
@@ -47,6 +48,7 @@ class GatewayService:
         limiter: RateLimiter,
         tenants: TenantDirectory,
         metrics: GatewayMetrics,
+        ledger: Ledger | None = None,
     ):
         self._config = config
         self._upstreams = upstreams
@@ -57,16 +59,26 @@ class GatewayService:
         self._tenants = tenants
         self._policy = DataPolicy(config.policy)
         self._metrics = metrics
+        self._ledger = ledger or NullLedger()
 
     async def handle(self, route: str, raw: bytes, headers: dict[str, str]) -> Reply:
         tenant = self._tenants.resolve(headers.get("authorization"))
         req = self._build(route, parse_body(route, raw), tenant, headers.get("x-data-class"))
+        try:
+            return await self._serve(req)
+        except (OverloadedError, UpstreamError) as exc:
+            self._refused(req, exc)
+            raise
+
+    async def _serve(self, req: GatewayRequest) -> Reply:
+        tenant = req.tenant
         await self._limiter.admit(tenant, req.estimated_tokens)
         if req.cache_key is not None:
             cached = await self._cache.get(req.cache_key)
             if cached is not None:
                 self._metrics.cache_hits.inc()
                 await self._limiter.reconcile(tenant, req.estimated_tokens, 0)
+                self._record(req, "cache", cached)
                 return self._replay(req, cached)
             self._metrics.cache_misses.inc()
         if req.stream:
@@ -143,21 +155,54 @@ class GatewayService:
         """Tokens per tenant, cloud spend, the cloud price of local tokens; limit reconciliation."""
         usage = usage_tokens(body)
         if usage is None:
+            self._record(req, upstream.config.kind, body, 0.0)
             return
         prompt, completion = usage
         tenant = req.tenant.name
         kind = upstream.config.kind
         self._metrics.tokens.labels(tenant, kind, "input").inc(prompt)
         self._metrics.tokens.labels(tenant, kind, "output").inc(completion)
-        price = upstream.config if upstream.is_cloud else self._reference_price(req.model)
-        if price is not None:
-            usd = (
-                prompt * price.price_input_per_mtok + completion * price.price_output_per_mtok
-            ) / 1e6
+        usd = self._price(upstream.config if upstream.is_cloud else None, req.model, usage)
+        if usd:
             (self._metrics.cloud_cost if upstream.is_cloud else self._metrics.saved).labels(
                 tenant
             ).inc(usd)
+        self._record(req, kind, body, usd)
         await self._limiter.reconcile(req.tenant, req.estimated_tokens, prompt + completion)
+
+    def _price(
+        self, cloud: UpstreamConfig | None, model: str, usage: tuple[int, int] | None
+    ) -> float:
+        """USD for `usage` at the cloud's price (None: the reference cloud price for `model`)."""
+        price = cloud or self._reference_price(model)
+        if price is None or usage is None:
+            return 0.0
+        prompt, completion = usage
+        return (
+            prompt * price.price_input_per_mtok + completion * price.price_output_per_mtok
+        ) / 1e6
+
+    def _record(
+        self, req: GatewayRequest, outcome: str, body: dict[str, Any], usd: float | None = None
+    ) -> None:
+        """One ledger row: a cached answer saves what the cloud would have charged for it."""
+        usage = usage_tokens(body)
+        prompt, completion = usage or (0, 0)
+        if usd is None:
+            usd = self._price(None, req.model, usage)
+        cost = usd if outcome == "cloud" else 0.0
+        self._ledger.record(
+            UsageEvent(req.tenant.name, req.model, outcome, prompt, completion, cost, usd - cost)
+        )
+
+    def _refused(self, req: GatewayRequest, exc: OverloadedError | UpstreamError) -> None:
+        """A request answered 429 or 5xx: to the ledger, and alarming when it had to stay local."""
+        self._ledger.record(UsageEvent(req.tenant.name, req.model, "refused"))
+        if isinstance(exc, RateLimitError):  # the tenant's own limit, not a missing replica
+            self._metrics.shed.labels(req.tenant.name, "rate_limit").inc()
+        elif req.classification.local_only:
+            reason = "overloaded" if isinstance(exc, OverloadedError) else "unavailable"
+            self._metrics.local_only_refused.labels(reason).inc()
 
     def _reference_price(self, model: str) -> UpstreamConfig | None:
         """The cloud upstream whose price a local token saved: one serving the model, else any."""

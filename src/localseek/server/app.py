@@ -29,6 +29,8 @@ from localseek.server.protocol import (
 from localseek.server.serving_chat import ChatService
 from localseek.server.serving_completion import CompletionService
 from localseek.server.state import ServerState
+from localseek.server.ui_status import server_ui_status
+from localseek.ui.routes import install_ui
 
 if TYPE_CHECKING:
     from localseek.engine.async_engine import AsyncEngine
@@ -120,4 +122,5 @@ def build_app(engine: AsyncEngine | None, config: ServerConfig) -> FastAPI:
     app.add_api_route("/load", load, methods=["GET"], response_model=LoadReport)
     app.add_api_route("/metrics", metrics, methods=["GET"])
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
+    install_ui(app, "server", lambda: server_ui_status(state), _authorize)
     return app

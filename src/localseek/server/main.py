@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
@@ -25,15 +26,24 @@ from localseek.server.config import ServerConfig
 from localseek.server.drain import DrainingServer
 from localseek.server.threads import threads_leave_cores_idle
 
+if TYPE_CHECKING:
+    from localseek.engine.step_profiler import ProfileConfig
+
 logger = logging.getLogger(__name__)
 
 _GIL_SWITCH_INTERVAL_S = 0.0005
 _FINAL_WRITE_S = 5
 
 
-def run_server(engine_config: EngineConfig, server_config: ServerConfig) -> None:
+def run_server(
+    engine_config: EngineConfig,
+    server_config: ServerConfig,
+    profile: ProfileConfig | None = None,
+) -> None:
     """Serve until interrupted or drained (SIGTERM, see drain.py); raises the load error if the
-    model cannot be loaded."""
+    model cannot be loaded.
+
+    With `profile`, the first `profile.steps` engine steps are recorded (step_profiler.py)."""
     # First, before any thread exists; with keep_freed_memory() after the load, every step's
     # large buffers are reused instead of mmapped and faulted in again (see allocator.py; 64
     # concurrent streams on 2 cores: 150.7 -> 168.3 tokens/s, median of 3 interleaved runs).
@@ -59,7 +69,7 @@ def run_server(engine_config: EngineConfig, server_config: ServerConfig) -> None
         server_config.drain_timeout_s,
     )
     failures: list[BaseException] = []
-    app.router.lifespan_context = _lifespan(engine_config, server, failures)
+    app.router.lifespan_context = _lifespan(engine_config, server, failures, profile)
     server.run()
     if failures:
         raise failures[0]
@@ -81,7 +91,12 @@ def _leave_a_core_for_http(engine_config: EngineConfig) -> None:
         torch.set_num_threads(max(1, cores - 1))
 
 
-def _lifespan(engine_config: EngineConfig, server: uvicorn.Server, failures: list):
+def _lifespan(
+    engine_config: EngineConfig,
+    server: uvicorn.Server,
+    failures: list,
+    profile: ProfileConfig | None = None,
+):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -93,7 +108,12 @@ def _lifespan(engine_config: EngineConfig, server: uvicorn.Server, failures: lis
             from localseek.engine.async_engine import AsyncEngine
 
             try:
-                engine = AsyncEngine.from_config(engine_config)
+                profiler = None
+                if profile is not None:
+                    from localseek.engine.step_profiler import StepProfiler
+
+                    profiler = StepProfiler(profile)
+                engine = AsyncEngine.from_config(engine_config, profiler=profiler)
             except Exception as exc:  # reported by run_server after uvicorn stops
                 failures.append(exc)
                 server.should_exit = True

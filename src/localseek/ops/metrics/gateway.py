@@ -70,6 +70,13 @@ class GatewayMetrics:
             ["tenant"],
             registry=registry,
         )
+        self.overflow_reasons = Counter(
+            p + "overflow_reasons_total",
+            "Requests sent to a cloud upstream, by why: local_full (local upstreams up but "
+            "saturated) or local_down (every local upstream's circuit open).",
+            ["reason"],
+            registry=registry,
+        )
         self.shed = Counter(
             p + "shed_total",
             "Requests refused with 429 (queue_full, queue_timeout, rate_limit).",
@@ -79,6 +86,13 @@ class GatewayMetrics:
         self.local_only = Counter(
             p + "local_only_total",
             "Requests kept local by the data policy, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.local_only_refused = Counter(
+            p + "local_only_refused_total",
+            "Local-only (sensitive) requests refused because no local upstream could take them, "
+            "by reason: overloaded (429), unavailable (5xx).",
             ["reason"],
             registry=registry,
         )

@@ -1,0 +1,1 @@
+"""Grafana dashboards as code: `localseek deploy grafana` writes them as JSON files."""

@@ -1,0 +1,1 @@
+"""The /ui web page (status, live throughput, chat playground) served by server and gateway."""
