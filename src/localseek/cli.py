@@ -12,26 +12,63 @@ from localseek import __version__
 from localseek.errors import LocalseekError
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to each option's help unless the help already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    from localseek.config import QUANTIZATION_METHODS
+
     p.add_argument(
         "model",
         nargs="?",
         default=None,
         help="HF directory, .gguf file or Hub id (default: the embedded Gemma 3 270M demo model)",
     )
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="activation and weight dtype; auto: bfloat16 on CUDA, float32 on the CPU",
+    )
     p.add_argument(
         "--quantization",
         default="none",
-        help="weight quantization of the linears after load: none, int8, int4, auto",
+        choices=QUANTIZATION_METHODS,
+        help="weight quantization of the linears after load (auto: int8 for a quantized GGUF)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument("--max-num-seqs", type=int, default=64)
-    p.add_argument("--max-num-batched-tokens", type=int, default=2048)
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--kv-cache-tokens", type=int, default=None)
-    p.add_argument("--no-prefix-caching", action="store_true")
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help="where the model runs; auto: cuda if available, else cpu",
+    )
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="context length in tokens (default: the model's own)",
+    )
+    p.add_argument("--max-num-seqs", type=int, default=64, help="sequences run at once")
+    p.add_argument(
+        "--max-num-batched-tokens", type=int, default=2048, help="tokens computed per step"
+    )
+    p.add_argument("--block-size", type=int, default=16, help="tokens per paged KV block")
+    p.add_argument(
+        "--kv-cache-tokens",
+        type=int,
+        default=None,
+        help="KV cache size in tokens (default: sized from free memory)",
+    )
+    p.add_argument(
+        "--no-prefix-caching", action="store_true", help="do not reuse cached prompt prefixes"
+    )
 
 
 def _engine_config(args: argparse.Namespace):
@@ -62,29 +99,49 @@ def _engine_config(args: argparse.Namespace):
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    from localseek.server.config import ServerConfig
+
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on")
     p.add_argument(
         "--api-key",
         default=os.environ.get("LOCALSEEK_API_KEY"),
         help="require 'Authorization: Bearer KEY' (default: $LOCALSEEK_API_KEY)",
     )
-    p.add_argument("--served-model-name", default=None, help="the model id clients use")
-    p.add_argument("--max-queue", type=int, default=None, help="waiting requests, at most")
+    p.add_argument(
+        "--served-model-name",
+        default=None,
+        help="the model id clients use (default: the model's file or directory name)",
+    )
+    defaults = ServerConfig()
+    p.add_argument(
+        "--max-queue", type=int, default=defaults.max_queue, help="waiting requests, at most"
+    )
     p.add_argument(
         "--max-queued-tokens",
         type=int,
-        default=None,
+        default=defaults.max_queued_tokens,
         help="waiting prompt + expected output tokens, at most",
     )
     p.add_argument(
         "--request-timeout",
         type=float,
-        default=None,
-        help="default seconds a request may wait to start (X-Request-Timeout overrides)",
+        default=defaults.default_request_timeout,
+        help="seconds a request may wait to start (X-Request-Timeout overrides)",
     )
-    p.add_argument("--max-n", type=int, default=None, help="largest n accepted")
-    p.add_argument("--max-tokens-limit", type=int, default=None, help="largest max_tokens")
+    p.add_argument("--max-n", type=int, default=defaults.max_n, help="largest n accepted")
+    p.add_argument(
+        "--max-tokens-limit",
+        type=int,
+        default=None,
+        help="largest max_tokens accepted (default: the context)",
+    )
+    p.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=defaults.default_max_tokens,
+        help="chat output limit when a request sets no max_tokens (0: up to the context)",
+    )
     p.add_argument(
         "--no-reasoning",
         action="store_true",
@@ -113,15 +170,13 @@ def _server_config(args: argparse.Namespace):
         "served_model_name": args.served_model_name or _default_served_name(args.model),
         "enable_reasoning": not args.no_reasoning,
         "log_level": args.log_level.lower(),
-    }
-    optional = {
         "max_queue": args.max_queue,
         "max_queued_tokens": args.max_queued_tokens,
         "default_request_timeout": args.request_timeout,
         "max_n": args.max_n,
         "max_tokens_limit": args.max_tokens_limit,
+        "default_max_tokens": args.default_max_tokens or None,
     }
-    fields.update({k: v for k, v in optional.items() if v is not None})
     return ServerConfig(**fields)
 
 
@@ -194,7 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     gen.set_defaults(func=_cmd_generate)
 
-    serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server")
+    serve = sub.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP server",
+        description="Serve a model over an OpenAI-compatible HTTP API (see docs/api.md).",
+        formatter_class=_DefaultsFormatter,
+    )
     _add_engine_args(serve)
     _add_server_args(serve)
     serve.set_defaults(func=_cmd_serve)

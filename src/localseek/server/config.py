@@ -58,7 +58,9 @@ class ServerConfig:
     max_request_timeout: float = 3600.0  # largest X-Request-Timeout accepted
     max_n: int = 8  # largest `n` (choices per request)
     max_tokens_limit: int | None = None  # largest `max_tokens` accepted; None: the context
-    default_max_tokens: int | None = None  # chat default when unset; None: up to the context
+    # Chat output limit when a request sets none (hosted APIs have one too: without it an
+    # answer that never emits EOS runs to the context). None: up to the context.
+    default_max_tokens: int | None = 4096
     max_body_bytes: int = 4 << 20  # larger request bodies get 413
     enable_reasoning: bool = True  # split <think>…</think> into reasoning_content
     log_level: str = "info"
