@@ -1,7 +1,8 @@
 """OpenAI (and DeepSeek) request and response bodies as pydantic models.
 
-Requests ignore unknown fields, as OpenAI's clients expect of compatible servers, and reject
-non-finite numbers (JSON allows NaN through Python's parser; a NaN temperature must not reach
+Top-level request fields a model does not declare are kept in `model_extra` and judged by
+`api_fields.py` (refused, ignored, or unknown: a 400 naming them); nested objects reject unknown
+keys outright. Requests reject non-finite numbers (JSON allows NaN through Python's parser; a NaN temperature must not reach
 the sampler). Responses are built as plain models and serialized without `None` holes only
 where OpenAI omits a field.
 """
@@ -22,7 +23,7 @@ StopField = str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class StreamOptions(_Request):
@@ -34,6 +35,9 @@ class StreamOptions(_Request):
 
 class _SamplingFields(_Request):
     """Fields both endpoints share (OpenAI's, plus vLLM/DeepSeek extras users rely on)."""
+
+    # Undeclared fields land in model_extra for api_fields.FieldPolicy.check.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -52,7 +56,6 @@ class _SamplingFields(_Request):
     n: Annotated[int, Field(ge=1, le=1 << 16)] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
     priority: Priority | None = None
     ignore_eos: bool = False
     min_tokens: Annotated[int, Field(ge=0, le=1 << 20)] = 0
@@ -67,6 +70,9 @@ class _SamplingFields(_Request):
 
 
 class ContentPart(_Request):
+    # Non-text parts (image_url...) are refused by type with a clear message, so their keys pass.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
     type: str
     text: str | None = None
 
@@ -82,6 +88,12 @@ class ChatMessage(BaseModel):
     reasoning_content: str | None = None
 
 
+class Thinking(_Request):
+    """DeepSeek's `{"type": "enabled" | "disabled"}`: reasoning on or off (hybrid models)."""
+
+    type: Literal["enabled", "disabled"]
+
+
 class ChatCompletionRequest(_SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -91,6 +103,7 @@ class ChatCompletionRequest(_SamplingFields):
     # vLLM's spelling of DeepSeek's `prefix: true` (the gateway's mid-stream continuation uses it).
     continue_final_message: bool = False
     chat_template_kwargs: dict[str, Any] | None = None
+    thinking: Thinking | None = None  # DeepSeek's switch for hybrid reasoning models
 
 
 class CompletionRequest(_SamplingFields):

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from localseek.engine.outputs import RequestOutput
 from localseek.errors import InvalidRequestError, LocalseekError
+from localseek.server.api_fields import CHAT_FIELDS
 from localseek.server.lifecycle import RequestRun, new_request_id
 from localseek.server.logprobs import LogprobFormatter
 from localseek.server.protocol import (
@@ -30,6 +31,7 @@ from localseek.server.reasoning import ReasoningSplitter, prompt_opens_reasoning
 from localseek.server.sampling import Limits, build_jobs
 from localseek.server.state import ServerState
 from localseek.server.streaming import DONE, sse
+from localseek.server.thinking import thinking_template_kwargs
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,11 @@ def render_chat(state: ServerState, body: ChatCompletionRequest) -> RenderedChat
     tokenizer = state.engine.tokenizer
     prefix = _wants_prefix(body)
     messages = [_message_dict(m, i) for i, m in enumerate(body.messages)]
-    kwargs = dict(body.chat_template_kwargs or {})
+    kwargs: dict = {}
+    if body.thinking is not None:
+        enabled = body.thinking.type == "enabled"
+        kwargs.update(thinking_template_kwargs(enabled, tokenizer.chat_template))
+    kwargs.update(body.chat_template_kwargs or {})  # explicit template variables win
     for reserved in ("messages", "add_generation_prompt", "continue_final_message", "tools"):
         kwargs.pop(reserved, None)
     try:
@@ -104,6 +110,7 @@ class ChatService:
 
     async def create(self, body: ChatCompletionRequest, request: Request) -> Response:
         state = self.state
+        CHAT_FIELDS.check(body.model_extra)
         model = state.resolve_model(body.model)
         rendered = await asyncio.to_thread(render_chat, state, body)
         top = body.top_logprobs or 0

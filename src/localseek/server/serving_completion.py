@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from localseek.engine.outputs import RequestOutput
 from localseek.errors import InvalidRequestError, LocalseekError
+from localseek.server.api_fields import COMPLETION_FIELDS
 from localseek.server.lifecycle import RequestRun, new_request_id
 from localseek.server.logprobs import LogprobFormatter
 from localseek.server.protocol import (
@@ -50,6 +51,7 @@ class CompletionService:
 
     async def create(self, body: CompletionRequest, request: Request) -> Response:
         state = self.state
+        COMPLETION_FIELDS.check(body.model_extra)
         model = state.resolve_model(body.model)
         if body.stream and body.echo:
             raise InvalidRequestError("echo is not supported with stream=true", param="echo")
