@@ -74,7 +74,6 @@ CHAT_FIELDS = FieldPolicy(
         "response_format": Refused(
             "structured output is not implemented yet", allowed=({"type": "text"},)
         ),
-        "logit_bias": Refused("logit_bias is not implemented yet", allowed=({},)),
         "audio": Refused("this server generates text only"),
         "modalities": Refused("this server generates text only", allowed=(["text"],)),
         "web_search_options": Refused("this server does not search the web"),
@@ -106,7 +105,6 @@ COMPLETION_FIELDS = FieldPolicy(
             allowed=(1,),
         ),
         "suffix": Refused("fill-in-the-middle (suffix) is not implemented yet", allowed=("",)),
-        "logit_bias": Refused("logit_bias is not implemented yet", allowed=({},)),
     },
     ignored=_COMMON_IGNORED,
 )

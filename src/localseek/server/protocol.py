@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 _INT64_MAX = (1 << 63) - 1
 _MAX_STOP = 16
+MAX_LOGIT_BIAS = 1024  # entries in one logit_bias map
 
 Int64 = Annotated[int, Field(ge=-(1 << 63), le=_INT64_MAX)]
 Priority = Annotated[int, Field(ge=-(1 << 31), le=(1 << 31) - 1)]
@@ -54,6 +55,15 @@ class _SamplingFields(_Request):
         Annotated[list[Annotated[int, Field(ge=0, le=_INT64_MAX)]], Field(max_length=64)] | None
     ) = None
     n: Annotated[int, Field(ge=1, le=1 << 16)] = 1
+    # OpenAI's: token id (as a JSON string key) -> bias; the ids are checked against the
+    # vocabulary in sampling.py, where it is known.
+    logit_bias: (
+        Annotated[
+            dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]],
+            Field(max_length=MAX_LOGIT_BIAS),
+        ]
+        | None
+    ) = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     priority: Priority | None = None

@@ -118,7 +118,7 @@ class ChatService:
         jobs = build_jobs(
             body,
             [rendered.prompt_ids],
-            Limits(state.config, state.engine.max_model_len),
+            Limits(state.config, state.engine.max_model_len, len(state.engine.tokenizer)),
             requested_max_tokens=wanted,
             default_max_tokens=state.config.default_max_tokens,
             logprobs=top if body.logprobs else None,

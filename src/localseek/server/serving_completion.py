@@ -59,7 +59,7 @@ class CompletionService:
         jobs = build_jobs(
             body,
             prompts,
-            Limits(state.config, state.engine.max_model_len),
+            Limits(state.config, state.engine.max_model_len, len(state.engine.tokenizer)),
             requested_max_tokens=body.max_tokens,
             default_max_tokens=_DEFAULT_MAX_TOKENS,
             logprobs=body.logprobs,
