@@ -104,7 +104,6 @@ COMPLETION_FIELDS = FieldPolicy(
             "best_of > 1 is not supported; ask for n choices with logprobs and pick client-side",
             allowed=(1,),
         ),
-        "suffix": Refused("fill-in-the-middle (suffix) is not implemented yet", allowed=("",)),
     },
     ignored=_COMMON_IGNORED,
 )

@@ -125,6 +125,7 @@ class CompletionRequest(_SamplingFields):
     )
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     echo: bool = False
+    suffix: str | None = None  # fill-in-the-middle: the text after the completion (fim.py)
 
 
 # ---- responses ----------------------------------------------------------------------------
