@@ -17,7 +17,8 @@ class SamplingParams:
     too (and are not included in the text). `logprobs` asks for the top-k log-probabilities
     of each generated token (0 = only the chosen token's). `logit_bias` (OpenAI's, -100..100
     per token id; a mapping is stored as sorted pairs) is added to the logits before sampling;
-    -100 bans the token outright.
+    -100 bans the token outright. `grammar` (an llguidance grammar, e.g. from
+    `engine.grammar.json_schema_grammar`) constrains the output to the language it accepts.
     """
 
     temperature: float = 1.0
@@ -38,6 +39,7 @@ class SamplingParams:
     skip_special_tokens: bool = True
     n: int = 1
     logit_bias: tuple[tuple[int, float], ...] = ()
+    grammar: str | None = None
 
     def __post_init__(self) -> None:
         bias = self.logit_bias

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from localseek.engine.grammar import GrammarMasks
 from localseek.engine.sequence import Sequence
 from localseek.sampling_params import SamplingParams
 
@@ -42,17 +43,23 @@ class Sampler:
 
     Order per row: logit_bias, min_tokens mask, repetition penalty (HF: prompt + output tokens),
     presence/frequency penalties (OpenAI: output tokens), then greedy argmax if temperature is
-    0, else temperature, top-k, top-p, min-p, and a draw. Common rows (no penalty, no seed) are
+    0, else temperature, top-k, top-p, min-p, and a draw. The grammar mask of rows that carry
+    a grammar comes after the penalties. Common rows (no penalty, no seed) are
     processed as one batch; per-row work happens only for rows that ask for it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, grammar: GrammarMasks | None = None) -> None:
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._grammar = grammar
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
         assert logits.dim() == 2 and logits.shape[0] == len(seqs), (logits.shape, len(seqs))
         raw = logits.float()  # [S, V]
         processed = self._process(raw, seqs)
+        if self._grammar is not None:
+            processed = self._grammar.masked(processed, seqs, copy=processed is raw)
+        else:
+            assert all(s.sampling_params.grammar is None for s in seqs), "no GrammarMasks"
         # Greedy for every row (one batched op; ties -> lowest id), then sampled rows replaced.
         chosen = row_argmax(processed)  # [S]
         sampled_rows = [
@@ -62,7 +69,10 @@ class Sampler:
             index = torch.tensor(sampled_rows, device=raw.device)
             chosen[index] = self._sample(processed[index], [seqs[i] for i in sampled_rows])
         logprobs = _logprobs(raw, chosen, seqs)
-        return SamplerOutput(token_ids=chosen.tolist(), logprobs=logprobs)
+        token_ids = chosen.tolist()
+        if self._grammar is not None:
+            self._grammar.advance(seqs, token_ids)
+        return SamplerOutput(token_ids=token_ids, logprobs=logprobs)
 
     # ---- logits processing ----------------------------------------------------------------
 

@@ -71,9 +71,6 @@ CHAT_FIELDS = FieldPolicy(
         "parallel_tool_calls": Refused("tool calling is not implemented yet"),
         "functions": Refused("tool calling is not implemented yet"),
         "function_call": Refused("tool calling is not implemented yet", allowed=("none",)),
-        "response_format": Refused(
-            "structured output is not implemented yet", allowed=({"type": "text"},)
-        ),
         "audio": Refused("this server generates text only"),
         "modalities": Refused("this server generates text only", allowed=(["text"],)),
         "web_search_options": Refused("this server does not search the web"),

@@ -98,6 +98,23 @@ class ChatMessage(BaseModel):
     reasoning_content: str | None = None
 
 
+class JsonSchemaFormat(_Request):
+    """OpenAI's `response_format.json_schema`: a named schema the answer must validate against."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    description: str | None = None
+    # `schema` would shadow a BaseModel attribute: the field is schema_, spelled "schema" in JSON.
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None  # enforced either way: decoding is constrained to the schema
+
+
+class ResponseFormat(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class Thinking(_Request):
     """DeepSeek's `{"type": "enabled" | "disabled"}`: reasoning on or off (hybrid models)."""
 
@@ -114,6 +131,7 @@ class ChatCompletionRequest(_SamplingFields):
     continue_final_message: bool = False
     chat_template_kwargs: dict[str, Any] | None = None
     thinking: Thinking | None = None  # DeepSeek's switch for hybrid reasoning models
+    response_format: ResponseFormat | None = None  # JSON output, by constrained decoding
 
 
 class CompletionRequest(_SamplingFields):

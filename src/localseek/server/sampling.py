@@ -98,6 +98,7 @@ def sampling_params(
     logprobs: int | None,
     choice: int,
     logit_bias: tuple[tuple[int, float], ...] = (),
+    grammar: str | None = None,
 ) -> SamplingParams:
     """SamplingParams for choice `choice` (seeded choices get seed + choice)."""
     seed = None if body.seed is None else (body.seed + choice) % _SEED_SPACE
@@ -120,6 +121,7 @@ def sampling_params(
         logprobs=logprobs,
         skip_special_tokens=body.skip_special_tokens,
         logit_bias=logit_bias,
+        grammar=grammar,
     )
 
 
@@ -140,6 +142,7 @@ def build_jobs(
     logprobs: int | None,
     param: str = "max_tokens",
     prompt_param: str = "prompt",
+    grammar: str | None = None,
 ) -> list[Job]:
     """n jobs per prompt; choice index = prompt index * n + j, as OpenAI numbers them."""
     check_n(body.n, len(prompts), limits.config)
@@ -156,7 +159,12 @@ def build_jobs(
         )
         for j in range(body.n):
             params = sampling_params(
-                body, max_tokens=max_tokens, logprobs=logprobs, choice=j, logit_bias=logit_bias
+                body,
+                max_tokens=max_tokens,
+                logprobs=logprobs,
+                choice=j,
+                logit_bias=logit_bias,
+                grammar=grammar,
             )
             jobs.append(Job(p * body.n + j, prompt, params, max_tokens))
     return jobs

@@ -31,6 +31,7 @@ from localseek.server.reasoning import ReasoningSplitter, prompt_opens_reasoning
 from localseek.server.sampling import Limits, build_jobs
 from localseek.server.state import ServerState
 from localseek.server.streaming import DONE, sse
+from localseek.server.structured_output import response_grammar
 from localseek.server.thinking import thinking_template_kwargs
 
 
@@ -113,6 +114,7 @@ class ChatService:
         CHAT_FIELDS.check(body.model_extra)
         model = state.resolve_model(body.model)
         rendered = await asyncio.to_thread(render_chat, state, body)
+        grammar = await asyncio.to_thread(response_grammar, body)
         top = body.top_logprobs or 0
         wanted = body.max_completion_tokens or body.max_tokens
         jobs = build_jobs(
@@ -124,6 +126,7 @@ class ChatService:
             logprobs=top if body.logprobs else None,
             param="max_completion_tokens" if body.max_completion_tokens else "max_tokens",
             prompt_param="messages",
+            grammar=grammar,
         )
         request_id = new_request_id("chatcmpl")
         view = _ChatView(state, body, rendered, request_id, model, top)
