@@ -66,11 +66,10 @@ _COMMON_IGNORED = {"user": _NO_USER_TRACKING}
 CHAT_FIELDS = FieldPolicy(
     "/v1/chat/completions",
     refused={
-        "tools": Refused("tool calling is not implemented yet"),
-        "tool_choice": Refused("tool calling is not implemented yet", allowed=("none",)),
-        "parallel_tool_calls": Refused("tool calling is not implemented yet"),
-        "functions": Refused("tool calling is not implemented yet"),
-        "function_call": Refused("tool calling is not implemented yet", allowed=("none",)),
+        "functions": Refused("deprecated by OpenAI; send `tools` instead"),
+        "function_call": Refused(
+            "deprecated by OpenAI; send `tool_choice` instead", allowed=("none",)
+        ),
         "audio": Refused("this server generates text only"),
         "modalities": Refused("this server generates text only", allowed=(["text"],)),
         "web_search_options": Refused("this server does not search the web"),

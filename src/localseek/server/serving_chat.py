@@ -25,6 +25,7 @@ from localseek.server.protocol import (
     ChatMessage,
     ChatResponseMessage,
     DeltaMessage,
+    ToolCall,
     Usage,
 )
 from localseek.server.reasoning import ReasoningSplitter, prompt_opens_reasoning
@@ -33,6 +34,10 @@ from localseek.server.state import ServerState
 from localseek.server.streaming import DONE, sse
 from localseek.server.structured_output import response_grammar
 from localseek.server.thinking import thinking_template_kwargs
+from localseek.server.tool_calls import ToolCallStream, parse_tool_calls, tool_call_deltas
+from localseek.server.tool_choice import NO_TOOLS, ToolPlan, plan_tools
+from localseek.server.tool_prompt import prepare_tool_messages
+from localseek.weights.tokenizer import template_variables
 
 
 @dataclass(frozen=True)
@@ -74,11 +79,18 @@ def _wants_prefix(body: ChatCompletionRequest) -> bool:
     return True
 
 
-def render_chat(state: ServerState, body: ChatCompletionRequest) -> RenderedChat:
+def render_chat(
+    state: ServerState, body: ChatCompletionRequest, tools: ToolPlan = NO_TOOLS
+) -> RenderedChat:
     """Chat template -> prompt token ids (runs in a worker thread: long prompts are slow)."""
     tokenizer = state.engine.tokenizer
     prefix = _wants_prefix(body)
     messages = [_message_dict(m, i) for i, m in enumerate(body.messages)]
+    source = tokenizer.chat_template
+    reads_tools = bool(source) and "tools" in template_variables(source)
+    messages, tool_defs = prepare_tool_messages(
+        messages, tools.tools, template_reads_tools=reads_tools
+    )
     kwargs: dict = {}
     if body.thinking is not None:
         enabled = body.thinking.type == "enabled"
@@ -91,6 +103,7 @@ def render_chat(state: ServerState, body: ChatCompletionRequest) -> RenderedChat
             messages,
             add_generation_prompt=body.add_generation_prompt and not prefix,
             continue_final_message=prefix,
+            tools=tool_defs,
             **kwargs,
         )
     except (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -113,8 +126,9 @@ class ChatService:
         state = self.state
         CHAT_FIELDS.check(body.model_extra)
         model = state.resolve_model(body.model)
-        rendered = await asyncio.to_thread(render_chat, state, body)
-        grammar = await asyncio.to_thread(response_grammar, body)
+        tools = plan_tools(body)
+        rendered = await asyncio.to_thread(render_chat, state, body, tools)
+        grammar = await asyncio.to_thread(response_grammar, body, tools)
         top = body.top_logprobs or 0
         wanted = body.max_completion_tokens or body.max_tokens
         jobs = build_jobs(
@@ -129,7 +143,7 @@ class ChatService:
             grammar=grammar,
         )
         request_id = new_request_id("chatcmpl")
-        view = _ChatView(state, body, rendered, request_id, model, top)
+        view = _ChatView(state, body, rendered, request_id, model, top, tools)
         # Nothing may fail between admission and handing the run to collect()/stream(), which
         # release its slots whatever happens.
         run = await RequestRun.admit(
@@ -152,8 +166,10 @@ class _ChatView:
         request_id: str,
         model: str,
         top: int,
+        tools: ToolPlan,
     ):
         self.body = body
+        self.tools = tools
         self.rendered = rendered
         self.id = request_id
         self.model = model
@@ -189,12 +205,13 @@ class _ChatView:
             logprobs = None
             if self.logprobs is not None:
                 logprobs = self.logprobs.chat(out.token_ids, out.logprobs or [])
+            content, calls, finish_reason = self._answer(content, out.finish_reason)
+            message = ChatResponseMessage(
+                content=content, reasoning_content=reasoning, tool_calls=calls
+            )
             choices.append(
                 ChatChoice(
-                    index=index,
-                    message=ChatResponseMessage(content=content, reasoning_content=reasoning),
-                    logprobs=logprobs,
-                    finish_reason=out.finish_reason,
+                    index=index, message=message, logprobs=logprobs, finish_reason=finish_reason
                 )
             )
         return ChatCompletionResponse(
@@ -204,6 +221,18 @@ class _ChatView:
             choices=choices,
             usage=self.usage(finals),
         )
+
+    def _answer(
+        self, content: str, finish_reason: str | None
+    ) -> tuple[str | None, list[ToolCall] | None, str | None]:
+        """(content, tool calls, finish_reason) of a whole answer."""
+        if not self.tools.parse:
+            return content, None, finish_reason
+        parsed = parse_tool_calls(content, forced=self.tools.is_forced)
+        calls = parsed.calls if self.tools.parallel else parsed.calls[:1]
+        if not calls:
+            return content, None, finish_reason
+        return parsed.content, calls, "tool_calls"
 
     def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
         if usage is None and self.body.usage_in_every_chunk:
@@ -220,6 +249,7 @@ class _ChatView:
             index: ReasoningSplitter(self.rendered.starts_in_reasoning)
             for index in run.fanout.indices
         }
+        calls = {index: ToolCallStream(forced=self.tools.is_forced) for index in splitters}
         for index in splitters:
             yield self._chunk(
                 [ChatChunkChoice(index=index, delta=DeltaMessage(role="assistant", content=""))]
@@ -228,7 +258,7 @@ class _ChatView:
         try:
             async for index, out in run.fanout.stream():
                 self._latest[index] = out
-                for chunk in self._deltas(index, out, splitters[index]):
+                for chunk in self._deltas(index, out, splitters[index], calls[index]):
                     yield chunk
                 if out.finished:
                     finals[index] = out
@@ -241,7 +271,13 @@ class _ChatView:
             yield self._chunk([], usage=self.usage(finals))
         yield DONE
 
-    def _deltas(self, index: int, out: RequestOutput, splitter: ReasoningSplitter) -> list[str]:
+    def _deltas(
+        self,
+        index: int,
+        out: RequestOutput,
+        splitter: ReasoningSplitter,
+        calls_stream: ToolCallStream,
+    ) -> list[str]:
         if self.reasoning:
             reasoning, content = splitter.feed(out.delta_text)
             if out.finished:
@@ -249,6 +285,13 @@ class _ChatView:
                 reasoning, content = reasoning + tail_r, content + tail_c
         else:
             reasoning, content = "", out.delta_text
+        calls: list[ToolCall] = []
+        if self.tools.parse:
+            content = calls_stream.feed(content)
+            if out.finished:
+                tail, calls = calls_stream.finish()
+                content += tail
+                calls = calls if self.tools.parallel else calls[:1]
         logprobs = None
         if self.logprobs is not None and out.delta_token_ids:
             logprobs = self.logprobs.chat(out.delta_token_ids, out.delta_logprobs or [])
@@ -258,12 +301,16 @@ class _ChatView:
             chunks.append(
                 self._chunk([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs)])
             )
+        if calls:
+            delta = DeltaMessage(tool_calls=tool_call_deltas(calls))
+            chunks.append(self._chunk([ChatChunkChoice(index=index, delta=delta)]))
         if out.finished:
+            finish_reason = "tool_calls" if calls else out.finish_reason
             chunks.append(
                 self._chunk(
                     [
                         ChatChunkChoice(
-                            index=index, delta=DeltaMessage(), finish_reason=out.finish_reason
+                            index=index, delta=DeltaMessage(), finish_reason=finish_reason
                         )
                     ]
                 )

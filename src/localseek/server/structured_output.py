@@ -1,23 +1,35 @@
-"""`response_format` -> the grammar the engine constrains decoding to (None: free text)."""
+"""`response_format` or a forced tool call -> the grammar decoding is constrained to (None: free)."""
 
 from __future__ import annotations
 
 from localseek.engine.grammar import json_object_grammar, json_schema_grammar
 from localseek.errors import InvalidRequestError
 from localseek.server.protocol import ChatCompletionRequest
+from localseek.server.tool_calls import forced_call_schema
+from localseek.server.tool_choice import ToolPlan
 
 
-def response_grammar(body: ChatCompletionRequest) -> str | None:
-    """The llguidance grammar for the request's response_format (runs in a worker thread:
-    compiling a large schema takes a while)."""
+def response_grammar(body: ChatCompletionRequest, tools: ToolPlan) -> str | None:
+    """The llguidance grammar for the request's response_format or forced tool call (runs in
+    a worker thread: compiling a large schema takes a while)."""
     fmt = body.response_format
-    if fmt is None or fmt.type == "text":
+    wants_format = fmt is not None and fmt.type != "text"
+    if not (wants_format or tools.is_forced):
         return None
     if body.min_tokens > 0:
         raise InvalidRequestError(
-            "min_tokens cannot be combined with response_format: the JSON may end sooner",
+            "min_tokens cannot be combined with response_format or a forced tool call: the "
+            "JSON may end sooner",
             param="min_tokens",
         )
+    if tools.forced is not None:
+        if wants_format:
+            raise InvalidRequestError(
+                "response_format cannot be combined with a forced tool call (tool_choice)",
+                param="response_format",
+            )
+        return json_schema_grammar(forced_call_schema(tools.forced), param="tools")
+    assert fmt is not None
     if fmt.type == "json_object":
         return json_object_grammar()
     if fmt.json_schema is None or fmt.json_schema.schema_ is None:
