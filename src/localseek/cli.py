@@ -143,6 +143,12 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         help="chat output limit when a request sets no max_tokens (0: up to the context)",
     )
     p.add_argument(
+        "--embedding-model",
+        default=None,
+        help="also serve /v1/embeddings from this sentence-transformers (BERT) directory "
+        "(default: no embedding model)",
+    )
+    p.add_argument(
         "--no-reasoning",
         action="store_true",
         help="leave <think>...</think> in content instead of reasoning_content",
@@ -176,6 +182,7 @@ def _server_config(args: argparse.Namespace):
         "max_n": args.max_n,
         "max_tokens_limit": args.max_tokens_limit,
         "default_max_tokens": args.default_max_tokens or None,
+        "embedding_model": args.embedding_model,
     }
     return ServerConfig(**fields)
 

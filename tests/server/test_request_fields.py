@@ -8,12 +8,17 @@ from pathlib import Path
 import openai
 import pytest
 from conftest import SERVED
-from openai.types import completion_create_params
+from openai.types import completion_create_params, embedding_create_params
 from openai.types.chat import completion_create_params as chat_create_params
 
 from localseek.errors import InvalidRequestError
-from localseek.server.api_fields import CHAT_FIELDS, COMPLETION_FIELDS, FieldPolicy
-from localseek.server.protocol import ChatCompletionRequest, CompletionRequest
+from localseek.server.api_fields import (
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    EMBEDDING_FIELDS,
+    FieldPolicy,
+)
+from localseek.server.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from localseek.server.thinking import thinking_template_kwargs
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,6 +45,12 @@ ENDPOINTS = [
             completion_create_params.CompletionCreateParamsNonStreaming,
         ],
     ),
+    (
+        "embeddings",
+        EmbeddingRequest,
+        EMBEDDING_FIELDS,
+        [embedding_create_params.EmbeddingCreateParams],
+    ),
 ]
 
 
@@ -62,7 +73,7 @@ def documented_ignored(endpoint: str) -> set[str]:
 @pytest.mark.parametrize(("name", "model", "policy", "param_types"), ENDPOINTS)
 def test_every_sdk_field_is_in_exactly_one_set(name, model, policy: FieldPolicy, param_types):
     fields = sdk_fields(param_types)
-    assert len(fields) > 10  # the walk found the SDK's fields
+    assert len(fields) >= 5  # the walk found the SDK's fields
     implemented = set(model.model_fields)
     for field in sorted(fields):
         homes = [

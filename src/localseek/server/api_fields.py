@@ -103,3 +103,5 @@ COMPLETION_FIELDS = FieldPolicy(
     },
     ignored=_COMMON_IGNORED,
 )
+
+EMBEDDING_FIELDS = FieldPolicy("/v1/embeddings", ignored=_COMMON_IGNORED)

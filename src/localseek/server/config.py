@@ -63,6 +63,7 @@ class ServerConfig:
     default_max_tokens: int | None = 4096
     max_body_bytes: int = 4 << 20  # larger request bodies get 413
     enable_reasoning: bool = True  # split <think>…</think> into reasoning_content
+    embedding_model: str | None = None  # directory of an embedding model for /v1/embeddings
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -86,6 +87,13 @@ class ServerConfig:
                 raise ConfigError(
                     f"model alias names must be non-empty, got {alias!r} -> {target!r}"
                 )
+
+    @property
+    def embedding_model_name(self) -> str | None:
+        """The id clients use for the embedding model: its directory's name."""
+        if self.embedding_model is None:
+            return None
+        return self.embedding_model.rstrip("/").rsplit("/", 1)[-1] or self.embedding_model
 
     @property
     def admission(self) -> AdmissionConfig:

@@ -82,8 +82,12 @@ def _lifespan(engine_config: EngineConfig, server: uvicorn.Server, failures: lis
         def load() -> None:
             # A daemon thread, not the default executor: Ctrl-C while loading must not wait.
             from localseek.engine.async_engine import AsyncEngine
+            from localseek.engine.embedder import Embedder
 
             try:
+                if state.config.embedding_model is not None:
+                    embedder = Embedder(state.config.embedding_model)
+                    loop.call_soon_threadsafe(setattr, state, "embedder", embedder)
                 engine = AsyncEngine.from_config(engine_config)
             except Exception as exc:  # reported by run_server after uvicorn stops
                 failures.append(exc)

@@ -170,6 +170,26 @@ class CompletionRequest(_SamplingFields):
     suffix: str | None = None  # fill-in-the-middle: the text after the completion (fim.py)
 
 
+class EmbeddingRequest(_Request):
+    """POST /v1/embeddings (OpenAI's shape)."""
+
+    # Undeclared fields land in model_extra for api_fields.FieldPolicy.check.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    input: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=2048)]
+        | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+        | Annotated[
+            list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]],
+            Field(min_length=1, max_length=2048),
+        ]
+    )
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+
+
 # ---- responses ----------------------------------------------------------------------------
 
 
@@ -304,6 +324,24 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # str: base64 of little-endian float32
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
 
 
 class ModelCard(BaseModel):

@@ -17,6 +17,7 @@ from localseek.server.reasoning import template_has_reasoning
 
 if TYPE_CHECKING:
     from localseek.engine.async_engine import AsyncEngine
+    from localseek.engine.embedder import Embedder
 
 
 class ServerState:
@@ -30,6 +31,7 @@ class ServerState:
         self._engine: AsyncEngine | None = None
         self.gate: AdmissionGate | None = None
         self.reasoning = False
+        self.embedder: Embedder | None = None  # set when --embedding-model has loaded
         if engine is not None:
             self.attach(engine)
 
@@ -84,14 +86,45 @@ class ServerState:
             param="model",
         )
 
+    def embedder_for(self, requested: str | None) -> Embedder:
+        """The embedding model for a request's `model`, or a clear 404 / 503."""
+        name = self.config.embedding_model_name
+        if name is None:
+            raise NotFoundError(
+                "this server serves no embedding model; start it with --embedding-model PATH",
+                param="model",
+            )
+        if requested is not None and requested != name:
+            raise NotFoundError(
+                f"the embedding model {requested!r} does not exist; this server serves {name!r}",
+                param="model",
+            )
+        if self.embedder is None:
+            raise ServiceUnavailableError("the embedding model is still loading; retry shortly")
+        return self.embedder
+
     def model_list(self) -> ModelList:
         max_len = self._engine.max_model_len if self._engine is not None else None
         served = self.served_model
-        return ModelList(
-            data=[
-                ModelCard(id=m, created=self.created, root=served, max_model_len=max_len)
-                for m in self.model_ids()
-            ]
+        cards = [
+            ModelCard(id=m, created=self.created, root=served, max_model_len=max_len)
+            for m in self.model_ids()
+        ]
+        name = self.config.embedding_model_name
+        if name is not None:
+            cards.append(ModelCard(id=name, created=self.created, root=name))
+        return ModelList(data=cards)
+
+    def model_card(self, model_id: str) -> ModelCard:
+        """GET /v1/models/{id}: the card, or a 404 naming the ids served."""
+        cards = self.model_list().data
+        for card in cards:
+            if card.id == model_id:
+                return card
+        raise NotFoundError(
+            f"the model {model_id!r} does not exist; this server serves "
+            f"{', '.join(repr(c.id) for c in cards)}",
+            param="model",
         )
 
     # ---- load -----------------------------------------------------------------------------
