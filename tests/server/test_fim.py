@@ -6,7 +6,7 @@ import shutil
 
 import openai
 import pytest
-from conftest import SERVED, engine_config, serve
+from conftest import SERVED, openai_client_for
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -39,14 +39,8 @@ def fim_model_dir(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fim_client(fim_model_dir):
-    from localseek.engine.async_engine import AsyncEngine
-
-    engine = AsyncEngine.from_config(engine_config(fim_model_dir, kv_cache_tokens=2048))
-    try:
-        with serve(engine) as live:
-            yield openai.OpenAI(base_url=live.url + "/beta", api_key="unused", max_retries=0)
-    finally:
-        engine.shutdown()
+    with openai_client_for(fim_model_dir, base="/beta", kv_cache_tokens=2048) as client:
+        yield client
 
 
 def test_suffix_builds_the_deepseek_fim_prompt(fim_client, fim_model_dir):

@@ -12,7 +12,7 @@ import json
 import jsonschema
 import openai
 import pytest
-from conftest import SERVED, engine_config, serve
+from conftest import SERVED, openai_client_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -45,15 +45,9 @@ def client(tmp_path_factory):
     """A tiny model with a 2,048-token context: tool listings are long in its small vocabulary."""
     from tiny_models import make_tiny_model
 
-    from localseek.engine.async_engine import AsyncEngine
-
     path = make_tiny_model(tmp_path_factory.mktemp("tools"), "llama", max_position_embeddings=2048)
-    engine = AsyncEngine.from_config(engine_config(path, kv_cache_tokens=8192))
-    try:
-        with serve(engine) as live:
-            yield openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
-    finally:
-        engine.shutdown()
+    with openai_client_for(path, kv_cache_tokens=8192) as client:
+        yield client
 
 
 def ask(client, messages, **kw):
