@@ -18,7 +18,9 @@ class SamplingParams:
     of each generated token (0 = only the chosen token's). `logit_bias` (OpenAI's, -100..100
     per token id; a mapping is stored as sorted pairs) is added to the logits before sampling;
     -100 bans the token outright. `grammar` (an llguidance grammar, e.g. from
-    `engine.grammar.json_schema_grammar`) constrains the output to the language it accepts.
+    `engine.grammar.json_schema_grammar`) constrains the output to the language it accepts;
+    with `grammar_after_token_id` set, only the output after that token (say, R1's `</think>`:
+    the reasoning stays free) is constrained.
     """
 
     temperature: float = 1.0
@@ -40,6 +42,7 @@ class SamplingParams:
     n: int = 1
     logit_bias: tuple[tuple[int, float], ...] = ()
     grammar: str | None = None
+    grammar_after_token_id: int | None = None
 
     def __post_init__(self) -> None:
         bias = self.logit_bias

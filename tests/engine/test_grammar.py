@@ -70,3 +70,13 @@ def test_a_bad_schema_is_a_400_naming_the_param():
     with pytest.raises(InvalidRequestError) as info:
         json_schema_grammar({"type": "objekt"}, param="response_format.json_schema.schema")
     assert info.value.param == "response_format.json_schema.schema"
+
+
+def test_a_grammar_after_a_token_starts_only_once_that_token_is_out(tokenizer):
+    masks = GrammarMasks(tokenizer, vocab_size=512)
+    row = seq(json_schema_grammar(SCHEMA), grammar_after_token_id=7)
+    logits = torch.randn(1, 512)
+    assert masks.masked(logits, [row], copy=True) is logits  # free before token 7
+    row.output_token_ids += [5, 7]
+    allowed = masks.masked(logits, [row], copy=True)[0].isfinite().nonzero().flatten().tolist()
+    assert allowed and all(tokenizer.decode([t]).startswith("{") for t in allowed)

@@ -155,3 +155,24 @@ def test_bad_response_format_is_a_400_naming_it(client, response_format, param):
     with pytest.raises(openai.BadRequestError) as info:
         ask(client, response_format, max_tokens=5)
     assert info.value.body["param"] == param
+
+
+def test_a_reasoning_prompt_keeps_free_reasoning_and_constrains_the_answer(r1_model_dir):
+    """R1's template opens <think>: the grammar starts after </think> (forced here by
+    logit_bias, which the mask then overrides), so the JSON lands in content."""
+    from conftest import openai_client_for
+
+    from localseek.weights.tokenizer import Tokenizer
+
+    close = Tokenizer.from_pretrained_dir(r1_model_dir).token_to_id("</think>")
+    schema = SCHEMAS["two fields"]
+    with openai_client_for(r1_model_dir) as r1:
+        resp = ask(
+            r1,
+            json_schema_format("two", schema),
+            temperature=0,
+            logit_bias={str(close): 100},
+        )
+    message = resp.choices[0].message
+    assert resp.choices[0].finish_reason == "stop", message
+    jsonschema.validate(json.loads(message.content), schema)

@@ -76,13 +76,17 @@ class GrammarMasks:
             self._executor = llguidance.LLExecutor()
         return self._lltok
 
-    def _matcher(self, seq: Sequence) -> llguidance.LLMatcher:
+    def _matcher(self, seq: Sequence) -> llguidance.LLMatcher | None:
+        """The row's matcher; None while its grammar has not started (see `_constrained`)."""
         matcher = seq.grammar_matcher
         if matcher is None:
+            constrained = _constrained(seq)
+            if constrained is None:
+                return None
             matcher = llguidance.LLMatcher(
                 self._llguidance_tokenizer(), seq.sampling_params.grammar, log_level=0
             )
-            matcher.consume_tokens(seq.output_token_ids)
+            matcher.consume_tokens(constrained)
             seq.grammar_matcher = matcher
         return matcher
 
@@ -93,12 +97,16 @@ class GrammarMasks:
         a copy first when `copy` (the step's raw logits, which logprobs read, are inference
         tensors that cannot change in place anyway).
         """
-        rows = [i for i, s in enumerate(seqs) if s.sampling_params.grammar is not None]
+        rows = [
+            i
+            for i, s in enumerate(seqs)
+            if s.sampling_params.grammar is not None and self._matcher(s) is not None
+        ]
         if not rows:
             return logits
         if copy:
             logits = logits.clone()
-        matchers = [(self._matcher(seqs[row]), k) for k, row in enumerate(rows)]
+        matchers = [(seqs[row].grammar_matcher, k) for k, row in enumerate(rows)]
         bitmask = np.zeros((len(rows), self._words), dtype=np.int32)  # [R, W], bit = allowed
         assert self._executor is not None  # made with the tokenizer
         self._executor.unsafe_compute_mask_ptr(
@@ -117,7 +125,19 @@ class GrammarMasks:
 
     @staticmethod
     def advance(seqs: list[Sequence], token_ids: list[int]) -> None:
-        """Feed each constrained row its sampled token."""
+        """Feed each constrained row its sampled token (a grammar that starts after a token
+        gets its matcher at the next step, from the tokens after it)."""
         for seq, token_id in zip(seqs, token_ids, strict=True):
             if seq.grammar_matcher is not None:
                 seq.grammar_matcher.consume_token(token_id)
+
+
+def _constrained(seq: Sequence) -> list[int] | None:
+    """The output tokens the grammar covers, or None while it has not started."""
+    start = seq.sampling_params.grammar_after_token_id
+    if start is None:
+        return list(seq.output_token_ids)
+    output = seq.output_token_ids
+    if start not in output:
+        return None
+    return output[output.index(start) + 1 :]

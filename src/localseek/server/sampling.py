@@ -99,6 +99,7 @@ def sampling_params(
     choice: int,
     logit_bias: tuple[tuple[int, float], ...] = (),
     grammar: str | None = None,
+    grammar_after_token_id: int | None = None,
 ) -> SamplingParams:
     """SamplingParams for choice `choice` (seeded choices get seed + choice)."""
     seed = None if body.seed is None else (body.seed + choice) % _SEED_SPACE
@@ -122,6 +123,7 @@ def sampling_params(
         skip_special_tokens=body.skip_special_tokens,
         logit_bias=logit_bias,
         grammar=grammar,
+        grammar_after_token_id=grammar_after_token_id,
     )
 
 
@@ -143,6 +145,7 @@ def build_jobs(
     param: str = "max_tokens",
     prompt_param: str = "prompt",
     grammar: str | None = None,
+    grammar_after_token_id: int | None = None,
 ) -> list[Job]:
     """n jobs per prompt; choice index = prompt index * n + j, as OpenAI numbers them."""
     check_n(body.n, len(prompts), limits.config)
@@ -165,6 +168,7 @@ def build_jobs(
                 choice=j,
                 logit_bias=logit_bias,
                 grammar=grammar,
+                grammar_after_token_id=grammar_after_token_id,
             )
             jobs.append(Job(p * body.n + j, prompt, params, max_tokens))
     return jobs

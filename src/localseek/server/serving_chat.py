@@ -28,7 +28,7 @@ from localseek.server.protocol import (
     ToolCall,
     Usage,
 )
-from localseek.server.reasoning import ReasoningSplitter, prompt_opens_reasoning
+from localseek.server.reasoning import CLOSE_TAG, ReasoningSplitter, prompt_opens_reasoning
 from localseek.server.sampling import Limits, build_jobs
 from localseek.server.state import ServerState
 from localseek.server.streaming import DONE, sse
@@ -118,6 +118,14 @@ def render_chat(
     return RenderedChat(prompt_ids, state.reasoning and prompt_opens_reasoning(text), prefix)
 
 
+def _reasoning_end(state: ServerState, rendered: RenderedChat) -> int | None:
+    """When the prompt opened a think block, a grammar covers only the answer after `</think>`
+    (a single token in R1's vocabulary); None: it covers the whole output."""
+    if not rendered.starts_in_reasoning:
+        return None
+    return state.engine.tokenizer.token_to_id(CLOSE_TAG)
+
+
 class ChatService:
     def __init__(self, state: ServerState):
         self.state = state
@@ -141,6 +149,7 @@ class ChatService:
             param="max_completion_tokens" if body.max_completion_tokens else "max_tokens",
             prompt_param="messages",
             grammar=grammar,
+            grammar_after_token_id=_reasoning_end(state, rendered) if grammar else None,
         )
         request_id = new_request_id("chatcmpl")
         view = _ChatView(state, body, rendered, request_id, model, top, tools)
