@@ -149,6 +149,11 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         "(default: no embedding model)",
     )
     p.add_argument(
+        "--embedding-only",
+        action="store_true",
+        help="serve only --embedding-model: load no chat model (default: serve both)",
+    )
+    p.add_argument(
         "--no-reasoning",
         action="store_true",
         help="leave <think>...</think> in content instead of reasoning_content",
@@ -183,6 +188,7 @@ def _server_config(args: argparse.Namespace):
         "max_tokens_limit": args.max_tokens_limit,
         "default_max_tokens": args.default_max_tokens or None,
         "embedding_model": args.embedding_model,
+        "chat_model": not args.embedding_only,
     }
     return ServerConfig(**fields)
 
@@ -212,7 +218,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     bound_thread_spinning()
     from localseek.server.main import run_server
 
-    run_server(_engine_config(args), _server_config(args))
+    server_config = _server_config(args)
+    engine_config = _engine_config(args) if server_config.chat_model else None
+    run_server(engine_config, server_config)
     return 0
 
 

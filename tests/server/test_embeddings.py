@@ -119,3 +119,51 @@ def test_a_server_without_an_embedding_model_says_so(server):
     with pytest.raises(openai.NotFoundError) as info:
         plain.embeddings.create(model="anything", input="x")
     assert "--embedding-model" in info.value.body["message"]
+
+
+def test_embedding_only_cli_serves_embeddings_and_no_chat(model_path, name, reference):
+    """`localseek serve --embedding-only --embedding-model PATH`, a real process on loopback."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+    from conftest import wait_until
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    args = ["serve", "--embedding-only", "--embedding-model", model_path, "--port", str(port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "localseek", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(url + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return proc.poll() is not None
+
+    try:
+        assert wait_until(healthy, timeout=120) and proc.poll() is None, proc.stderr
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        got = as_tensor(client.embeddings.create(model=name, input=TEXTS, encoding_format="float"))
+        cosine = torch.nn.functional.cosine_similarity(got, reference[1])
+        assert cosine.min().item() > 1 - 1e-4
+        assert [m.id for m in client.models.list().data] == [name]
+        with pytest.raises(openai.NotFoundError) as info:
+            client.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            )
+        assert "--embedding-only" in info.value.body["message"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

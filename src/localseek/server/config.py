@@ -64,6 +64,7 @@ class ServerConfig:
     max_body_bytes: int = 4 << 20  # larger request bodies get 413
     enable_reasoning: bool = True  # split <think>…</think> into reasoning_content
     embedding_model: str | None = None  # directory of an embedding model for /v1/embeddings
+    chat_model: bool = True  # False: serve only the embedding model (--embedding-only)
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -79,6 +80,8 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if self.max_body_bytes < 1024:
             raise ConfigError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+        if not self.chat_model and self.embedding_model is None:
+            raise ConfigError("serving no chat model needs an embedding model (--embedding-model)")
         _ = self.admission  # validates the admission fields, naming the bad one
         # A read-only copy: a frozen dataclass holding the caller's mutable dict is not frozen.
         object.__setattr__(self, "aliases", MappingProxyType(dict(self.aliases)))

@@ -28,13 +28,17 @@ logger = logging.getLogger(__name__)
 _GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-def run_server(engine_config: EngineConfig, server_config: ServerConfig) -> None:
-    """Serve until interrupted; raises the load error if the model cannot be loaded."""
+def run_server(engine_config: EngineConfig | None, server_config: ServerConfig) -> None:
+    """Serve until interrupted; raises the load error if the model cannot be loaded.
+
+    `engine_config` None serves only the embedding model (`--embedding-only`).
+    """
     # First, before any thread exists; with keep_freed_memory() after the load, every step's
     # large buffers are reused instead of mmapped and faulted in again (see allocator.py; 64
     # concurrent streams on 2 cores: 150.7 -> 168.3 tokens/s, median of 3 interleaved runs).
     use_one_arena()
-    _leave_a_core_for_http(engine_config)
+    if engine_config is not None:
+        _leave_a_core_for_http(engine_config)
     # The engine thread releases the GIL around every torch op and must get it back quickly;
     # with the default 5 ms switch interval a busy event loop (say, refusing a burst) makes it
     # wait up to 5 ms per op. Process-wide, so set here at the edge, not in the engine.
@@ -72,7 +76,7 @@ def _leave_a_core_for_http(engine_config: EngineConfig) -> None:
         torch.set_num_threads(max(1, cores - 1))
 
 
-def _lifespan(engine_config: EngineConfig, server: uvicorn.Server, failures: list):
+def _lifespan(engine_config: EngineConfig | None, server: uvicorn.Server, failures: list):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -88,6 +92,8 @@ def _lifespan(engine_config: EngineConfig, server: uvicorn.Server, failures: lis
                 if state.config.embedding_model is not None:
                     embedder = Embedder(state.config.embedding_model)
                     loop.call_soon_threadsafe(setattr, state, "embedder", embedder)
+                if engine_config is None:
+                    return
                 engine = AsyncEngine.from_config(engine_config)
             except Exception as exc:  # reported by run_server after uvicorn stops
                 failures.append(exc)

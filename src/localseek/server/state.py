@@ -47,7 +47,8 @@ class ServerState:
 
     @property
     def engine(self) -> AsyncEngine:
-        """The engine, or 503 while it loads or after it died."""
+        """The engine, or 503 while it loads or after it died (404 when there is none)."""
+        self._require_chat_model()
         engine = self._engine
         if engine is None:
             raise ServiceUnavailableError("the model is still loading; retry shortly")
@@ -55,7 +56,17 @@ class ServerState:
             raise ServiceUnavailableError("the engine loop is not running")
         return engine
 
+    def _require_chat_model(self) -> None:
+        if not self.config.chat_model:
+            raise NotFoundError(
+                f"this server serves only the embedding model {self.config.embedding_model_name!r}"
+                " (--embedding-only): no chat or completions",
+                param="model",
+            )
+
     def ready(self) -> bool:
+        if not self.config.chat_model:
+            return self.embedder is not None
         return self._engine is not None and self._engine.is_alive()
 
     # ---- model ids ------------------------------------------------------------------------
@@ -76,6 +87,7 @@ class ServerState:
 
     def resolve_model(self, requested: str | None) -> str:
         """The id to echo back for a requested model; 404 for one we do not serve."""
+        self._require_chat_model()
         if requested is None or requested in self.model_ids():
             return requested or self.served_model
         if self._engine is not None and requested == self._engine.model_name:
@@ -108,7 +120,7 @@ class ServerState:
         served = self.served_model
         cards = [
             ModelCard(id=m, created=self.created, root=served, max_model_len=max_len)
-            for m in self.model_ids()
+            for m in (self.model_ids() if self.config.chat_model else [])
         ]
         name = self.config.embedding_model_name
         if name is not None:
