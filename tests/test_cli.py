@@ -51,3 +51,23 @@ def test_generate_with_a_missing_model_fails_clearly():
 def test_version():
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("localseek ")
+
+
+def test_serve_help_documents_every_option_and_its_default():
+    """`localseek serve --help`: each option has help text naming its default; choices listed."""
+    from localseek.cli import build_parser
+
+    parser = build_parser()
+    serve = parser._subparsers._group_actions[0].choices["serve"]
+    text = serve.format_help()
+    for action in serve._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, f"{action.option_strings or action.dest} has no help text"
+    assert "--default-max-tokens" in text and "(default: 4096)" in text
+    assert "{none,int8,int4,auto}" in text and "{auto,float32,bfloat16,float16}" in text
+    assert "{auto,cpu,cuda,cuda:N}" in text
+    options = [a for a in serve._actions if a.option_strings and a.dest != "help"]
+    helps = [serve._get_formatter()._get_help_string(a) for a in options]
+    missing = [a.dest for a, h in zip(options, helps, strict=True) if "default" not in h]
+    assert not missing, f"options whose help shows no default: {missing}"

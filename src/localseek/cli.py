@@ -12,26 +12,66 @@ from localseek import __version__
 from localseek.errors import LocalseekError
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to each option's help unless the help already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    from localseek.config import QUANTIZATION_METHODS
+
     p.add_argument(
         "model",
         nargs="?",
         default=None,
         help="HF directory, .gguf file or Hub id (default: the embedded Gemma 3 270M demo model)",
     )
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="activation and weight dtype; auto: bfloat16 on CUDA and on CPUs with AVX512-BF16 "
+        "or AMX, else float32",
+    )
     p.add_argument(
         "--quantization",
-        default="none",
-        help="weight quantization of the linears after load: none, int8, int4, auto",
+        default="auto",
+        choices=QUANTIZATION_METHODS,
+        help="how linear weights are kept. auto: a quantized GGUF's blocks as stored (gguf) where "
+        "the native kernel runs, else exact; gguf: insist on that; none: dequantized exactly; "
+        "int8/int4: requantized after load (lossy, opt-in)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument("--max-num-seqs", type=int, default=64)
-    p.add_argument("--max-num-batched-tokens", type=int, default=2048)
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--kv-cache-tokens", type=int, default=None)
-    p.add_argument("--no-prefix-caching", action="store_true")
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="{auto,cpu,cuda,cuda:N}",
+        help="where the model runs; auto: cuda if available, else cpu",
+    )
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="context length in tokens (default: the model's own)",
+    )
+    p.add_argument("--max-num-seqs", type=int, default=64, help="sequences run at once")
+    p.add_argument(
+        "--max-num-batched-tokens", type=int, default=2048, help="tokens computed per step"
+    )
+    p.add_argument("--block-size", type=int, default=16, help="tokens per paged KV block")
+    p.add_argument(
+        "--kv-cache-tokens",
+        type=int,
+        default=None,
+        help="KV cache size in tokens (default: sized from free memory)",
+    )
+    p.add_argument(
+        "--no-prefix-caching", action="store_true", help="do not reuse cached prompt prefixes"
+    )
 
 
 def _engine_config(args: argparse.Namespace):
@@ -62,29 +102,60 @@ def _engine_config(args: argparse.Namespace):
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    from localseek.server.config import ServerConfig
+
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on")
     p.add_argument(
         "--api-key",
         default=os.environ.get("LOCALSEEK_API_KEY"),
         help="require 'Authorization: Bearer KEY' (default: $LOCALSEEK_API_KEY)",
     )
-    p.add_argument("--served-model-name", default=None, help="the model id clients use")
-    p.add_argument("--max-queue", type=int, default=None, help="waiting requests, at most")
+    p.add_argument(
+        "--served-model-name",
+        default=None,
+        help="the model id clients use (default: the model's file or directory name)",
+    )
+    defaults = ServerConfig()
+    p.add_argument(
+        "--max-queue", type=int, default=defaults.max_queue, help="waiting requests, at most"
+    )
     p.add_argument(
         "--max-queued-tokens",
         type=int,
-        default=None,
+        default=defaults.max_queued_tokens,
         help="waiting prompt + expected output tokens, at most",
     )
     p.add_argument(
         "--request-timeout",
         type=float,
-        default=None,
-        help="default seconds a request may wait to start (X-Request-Timeout overrides)",
+        default=defaults.default_request_timeout,
+        help="seconds a request may wait to start (X-Request-Timeout overrides)",
     )
-    p.add_argument("--max-n", type=int, default=None, help="largest n accepted")
-    p.add_argument("--max-tokens-limit", type=int, default=None, help="largest max_tokens")
+    p.add_argument("--max-n", type=int, default=defaults.max_n, help="largest n accepted")
+    p.add_argument(
+        "--max-tokens-limit",
+        type=int,
+        default=None,
+        help="largest max_tokens accepted (default: the context)",
+    )
+    p.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=defaults.default_max_tokens,
+        help="chat output limit when a request sets no max_tokens (0: up to the context)",
+    )
+    p.add_argument(
+        "--embedding-model",
+        default=None,
+        help="also serve /v1/embeddings from this sentence-transformers (BERT) directory "
+        "(default: no embedding model)",
+    )
+    p.add_argument(
+        "--embedding-only",
+        action="store_true",
+        help="serve only --embedding-model: load no chat model (default: serve both)",
+    )
     p.add_argument(
         "--drain-timeout",
         type=float,
@@ -120,15 +191,15 @@ def _server_config(args: argparse.Namespace):
         "enable_reasoning": not args.no_reasoning,
         "log_level": args.log_level.lower(),
         "drain_timeout_s": args.drain_timeout,
-    }
-    optional = {
         "max_queue": args.max_queue,
         "max_queued_tokens": args.max_queued_tokens,
         "default_request_timeout": args.request_timeout,
         "max_n": args.max_n,
         "max_tokens_limit": args.max_tokens_limit,
+        "default_max_tokens": args.default_max_tokens or None,
+        "embedding_model": args.embedding_model,
+        "chat_model": not args.embedding_only,
     }
-    fields.update({k: v for k, v in optional.items() if v is not None})
     return ServerConfig(**fields)
 
 
@@ -162,7 +233,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from localseek.engine.step_profiler import ProfileConfig
 
         profile = ProfileConfig(args.profile, args.profile_dir)
-    run_server(_engine_config(args), _server_config(args), profile)
+    server_config = _server_config(args)
+    engine_config = _engine_config(args) if server_config.chat_model else None
+    run_server(engine_config, server_config, profile)
     return 0
 
 
@@ -357,7 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     gen.set_defaults(func=_cmd_generate)
 
-    serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server")
+    serve = sub.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP server",
+        description="Serve a model over an OpenAI-compatible HTTP API (see docs/api.md).",
+        formatter_class=_DefaultsFormatter,
+    )
     _add_engine_args(serve)
     _add_server_args(serve)
     serve.add_argument(

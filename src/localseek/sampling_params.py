@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from localseek.errors import InvalidRequestError
@@ -14,7 +15,12 @@ class SamplingParams:
     temperature 0 means greedy. `seed` makes a sampled request reproducible whatever batch it
     lands in. `stop` strings are cut from the returned text; `stop_token_ids` end generation
     too (and are not included in the text). `logprobs` asks for the top-k log-probabilities
-    of each generated token (0 = only the chosen token's).
+    of each generated token (0 = only the chosen token's). `logit_bias` (OpenAI's, -100..100
+    per token id; a mapping is stored as sorted pairs) is added to the logits before sampling;
+    -100 bans the token outright. `grammar` (an llguidance grammar, e.g. from
+    `engine.grammar.json_schema_grammar`) constrains the output to the language it accepts;
+    with `grammar_after_token_id` set, only the output after that token (say, R1's `</think>`:
+    the reasoning stays free) is constrained.
     """
 
     temperature: float = 1.0
@@ -34,8 +40,14 @@ class SamplingParams:
     logprobs: int | None = None
     skip_special_tokens: bool = True
     n: int = 1
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    grammar: str | None = None
+    grammar_after_token_id: int | None = None
 
     def __post_init__(self) -> None:
+        bias = self.logit_bias
+        pairs = bias.items() if isinstance(bias, Mapping) else (bias or ())
+        object.__setattr__(self, "logit_bias", tuple(sorted((int(t), float(b)) for t, b in pairs)))
         # Accept a single stop string or any iterable, but store tuples (frozen, hashable).
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
@@ -82,6 +94,13 @@ class SamplingParams:
             raise bad("n", f"n must be >= 1, got {self.n}")
         if any(not s for s in self.stop):
             raise bad("stop", "stop strings must be non-empty")
+        for token_id, bias in self.logit_bias:
+            if token_id < 0 or not -100.0 <= bias <= 100.0:
+                raise bad(
+                    "logit_bias",
+                    f"logit_bias[{token_id}]={bias}: token ids must be >= 0 and biases in "
+                    "[-100, 100]",
+                )
         if self.seed is not None and not isinstance(self.seed, int):
             raise bad("seed", f"seed must be an integer, got {self.seed!r}")
 

@@ -14,6 +14,7 @@ from localseek.engine.sampler import (
     seed_for_position,
 )
 from localseek.engine.sequence import Sequence
+from localseek.errors import InvalidRequestError
 from localseek.sampling_params import SamplingParams
 
 VOCAB = 32
@@ -279,3 +280,34 @@ def test_logprobs_are_raw_top_n_plus_chosen():
     assert math.isclose(
         out.logprobs[2][out.token_ids[2]], float(raw[2, out.token_ids[2]]), rel_tol=1e-6
     )
+
+
+# ---- logit_bias -----------------------------------------------------------------------------
+
+
+def test_logit_bias_minus_100_bans_and_plus_100_forces():
+    logits = random_logits(3)
+    top = int(logits[0].argmax())
+    low = int(logits[1].argmin())
+    seqs = [
+        make_seq(temperature=0.0, logit_bias={top: -100}),
+        make_seq(temperature=1.0, seed=3, logit_bias={low: 100}),
+        make_seq(temperature=0.0),  # no bias: untouched by its neighbours'
+    ]
+    out = Sampler()(logits, seqs)
+    masked = logits[0].clone()
+    masked[top] = float("-inf")
+    assert out.token_ids == [int(masked.argmax()), low, int(logits[2].argmax())]
+
+
+def test_logit_bias_is_added_and_ids_past_the_vocabulary_are_skipped():
+    logits = torch.zeros(1, VOCAB)
+    logits[0, 4] = 1.0
+    out = Sampler()(logits, [make_seq(temperature=0.0, logit_bias={9: 1.5, VOCAB + 7: 100})])
+    assert out.token_ids == [9]
+
+
+@pytest.mark.parametrize("bias", [{3: 100.5}, {-1: 1.0}])
+def test_logit_bias_out_of_range_is_refused(bias):
+    with pytest.raises(InvalidRequestError, match="logit_bias"):
+        SamplingParams(logit_bias=bias)

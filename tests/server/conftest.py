@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,21 @@ def serve(engine, **config):
 
     config.setdefault("served_model_name", SERVED)
     return LiveServer(build_app(engine, ServerConfig(**config)))
+
+
+@contextlib.contextmanager
+def openai_client_for(model_dir: Path, *, base: str = "/v1", kv_cache_tokens: int = 4096):
+    """An `openai.OpenAI` client of a new engine over `model_dir`, served on loopback."""
+    import openai
+
+    from localseek.engine.async_engine import AsyncEngine
+
+    eng = AsyncEngine.from_config(engine_config(model_dir, kv_cache_tokens=kv_cache_tokens))
+    try:
+        with serve(eng) as live:
+            yield openai.OpenAI(base_url=live.url + base, api_key="unused", max_retries=0)
+    finally:
+        eng.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from localseek.config import EngineConfig
 from localseek.engine.block_manager import BlockManager
 from localseek.engine.detokenizer import IncrementalDetokenizer
+from localseek.engine.grammar import GrammarMasks
 from localseek.engine.model_loading import LoadedModel, load_model
 from localseek.engine.outputs import EngineStats, RequestMetrics, RequestOutput
 from localseek.engine.runner import ModelRunner
@@ -64,7 +65,7 @@ class Engine:
             loaded.dtype,
             layout=loaded.kv_layout,
         )
-        self.sampler = Sampler()
+        self.sampler = Sampler(GrammarMasks(self.tokenizer, loaded.vocab_size))
         self.vocab_size = loaded.vocab_size
         self._eos_ids = frozenset(self.tokenizer.eos_token_ids)
         self._requests: dict[str, _Tracked] = {}

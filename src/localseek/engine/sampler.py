@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from localseek.engine.grammar import GrammarMasks
 from localseek.engine.sequence import Sequence
 from localseek.sampling_params import SamplingParams
 
@@ -40,19 +41,25 @@ def seed_for_position(seed: int, position: int) -> int:
 class Sampler:
     """Chooses one token per sequence from its logits row; rows never influence each other.
 
-    Order per row: min_tokens mask, repetition penalty (HF: prompt + output tokens),
+    Order per row: logit_bias, min_tokens mask, repetition penalty (HF: prompt + output tokens),
     presence/frequency penalties (OpenAI: output tokens), then greedy argmax if temperature is
-    0, else temperature, top-k, top-p, min-p, and a draw. Common rows (no penalty, no seed) are
+    0, else temperature, top-k, top-p, min-p, and a draw. The grammar mask of rows that carry
+    a grammar comes after the penalties. Common rows (no penalty, no seed) are
     processed as one batch; per-row work happens only for rows that ask for it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, grammar: GrammarMasks | None = None) -> None:
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._grammar = grammar
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
         assert logits.dim() == 2 and logits.shape[0] == len(seqs), (logits.shape, len(seqs))
         raw = logits.float()  # [S, V]
         processed = self._process(raw, seqs)
+        if self._grammar is not None:
+            processed = self._grammar.masked(processed, seqs, copy=processed is raw)
+        else:
+            assert all(s.sampling_params.grammar is None for s in seqs), "no GrammarMasks"
         # Greedy for every row (one batched op; ties -> lowest id), then sampled rows replaced.
         chosen = row_argmax(processed)  # [S]
         sampled_rows = [
@@ -62,7 +69,10 @@ class Sampler:
             index = torch.tensor(sampled_rows, device=raw.device)
             chosen[index] = self._sample(processed[index], [seqs[i] for i in sampled_rows])
         logprobs = _logprobs(raw, chosen, seqs)
-        return SamplerOutput(token_ids=chosen.tolist(), logprobs=logprobs)
+        token_ids = chosen.tolist()
+        if self._grammar is not None:
+            self._grammar.advance(seqs, token_ids)
+        return SamplerOutput(token_ids=token_ids, logprobs=logprobs)
 
     # ---- logits processing ----------------------------------------------------------------
 
@@ -74,10 +84,12 @@ class Sampler:
             banned = _banned_before_min_tokens(seq)
             needs_rep = params.repetition_penalty != 1.0
             needs_openai = params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
-            if not (banned or needs_rep or needs_openai):
+            if not (banned or needs_rep or needs_openai or params.logit_bias):
                 continue
             if out is logits:
                 out = logits.clone()
+            if params.logit_bias:
+                _add_logit_bias(out[row], params.logit_bias)
             if banned:
                 ids = torch.tensor([t for t in banned if t < out.shape[1]], device=out.device)
                 out[row, ids] = float("-inf")
@@ -136,6 +148,19 @@ def row_argmax(x: torch.Tensor) -> torch.Tensor:
     index = (start + offsets).clamp_(max=vocab - 1)  # [S, _BLOCK]
     inside = x.gather(1, index).argmax(dim=-1, keepdim=True)  # [S, 1]
     return index.gather(1, inside).squeeze(1)
+
+
+def _add_logit_bias(row: torch.Tensor, bias: tuple[tuple[int, float], ...]) -> None:
+    """OpenAI's logit_bias, in place: added to the logits, and -100 bans the token outright
+    (a finite -100 might not beat a model's logit spread)."""
+    vocab = row.shape[0]
+    pairs = [(t, b) for t, b in bias if t < vocab]
+    if not pairs:
+        return
+    ids = torch.tensor([t for t, _ in pairs], device=row.device)  # [B]
+    values = torch.tensor([b for _, b in pairs], device=row.device, dtype=row.dtype)  # [B]
+    values = values.masked_fill(values <= -100.0, float("-inf"))
+    row.index_add_(0, ids, values)
 
 
 def _banned_before_min_tokens(seq: Sequence) -> list[int]:

@@ -6,6 +6,7 @@ import enum
 import itertools
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from localseek.sampling_params import SamplingParams
 
@@ -51,6 +52,9 @@ class Sequence:
     output_logprobs: list[dict[int, float]] = field(default_factory=list)
     first_scheduled_time: float | None = None
     first_token_time: float | None = None
+    # The grammar's matcher state when sampling_params.grammar is set (engine/grammar.py),
+    # made at the first sampled token and advanced by each one after.
+    grammar_matcher: Any = None
 
     @property
     def block_table(self) -> list[int]:

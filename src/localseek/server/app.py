@@ -23,11 +23,14 @@ from localseek.server.error_handlers import error_body, install_error_handlers
 from localseek.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    EmbeddingRequest,
     LoadReport,
+    ModelCard,
     ModelList,
 )
 from localseek.server.serving_chat import ChatService
 from localseek.server.serving_completion import CompletionService
+from localseek.server.serving_embedding import EmbeddingService
 from localseek.server.state import ServerState
 from localseek.server.ui_status import server_ui_status
 from localseek.ui.routes import install_ui
@@ -64,6 +67,16 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 
 async def list_models(request: Request) -> ModelList:
     return _state(request).model_list()
+
+
+async def get_model(model_id: str, request: Request) -> ModelCard:
+    return _state(request).model_card(model_id)
+
+
+async def embeddings(body: EmbeddingRequest, request: Request) -> JSONResponse:
+    # Built and validated once by the service; a response_model would validate every float again.
+    response = await EmbeddingService(_state(request)).create(body)
+    return JSONResponse(response.model_dump())
 
 
 async def health(request: Request) -> JSONResponse:
@@ -117,6 +130,21 @@ def build_app(engine: AsyncEngine | None, config: ServerConfig) -> FastAPI:
             dependencies=auth,
             include_in_schema=shown,
             response_model=ModelList,
+        )
+        app.add_api_route(
+            f"{prefix}/models/{{model_id:path}}",
+            get_model,
+            methods=["GET"],
+            dependencies=auth,
+            include_in_schema=shown,
+            response_model=ModelCard,
+        )
+        app.add_api_route(
+            f"{prefix}/embeddings",
+            embeddings,
+            methods=["POST"],
+            dependencies=auth,
+            include_in_schema=shown,
         )
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/load", load, methods=["GET"], response_model=LoadReport)

@@ -58,9 +58,13 @@ class ServerConfig:
     max_request_timeout: float = 3600.0  # largest X-Request-Timeout accepted
     max_n: int = 8  # largest `n` (choices per request)
     max_tokens_limit: int | None = None  # largest `max_tokens` accepted; None: the context
-    default_max_tokens: int | None = None  # chat default when unset; None: up to the context
+    # Chat output limit when a request sets none (hosted APIs have one too: without it an
+    # answer that never emits EOS runs to the context). None: up to the context.
+    default_max_tokens: int | None = 4096
     max_body_bytes: int = 4 << 20  # larger request bodies get 413
     enable_reasoning: bool = True  # split <think>…</think> into reasoning_content
+    embedding_model: str | None = None  # directory of an embedding model for /v1/embeddings
+    chat_model: bool = True  # False: serve only the embedding model (--embedding-only)
     log_level: str = "info"
     # After SIGTERM: seconds admitted requests get to finish before the process exits anyway.
     # An orchestrator's grace period must be longer (`localseek deploy k8s` adds a margin).
@@ -81,6 +85,8 @@ class ServerConfig:
             raise ConfigError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
         if self.max_body_bytes < 1024:
             raise ConfigError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+        if not self.chat_model and self.embedding_model is None:
+            raise ConfigError("serving no chat model needs an embedding model (--embedding-model)")
         _ = self.admission  # validates the admission fields, naming the bad one
         # A read-only copy: a frozen dataclass holding the caller's mutable dict is not frozen.
         object.__setattr__(self, "aliases", MappingProxyType(dict(self.aliases)))
@@ -89,6 +95,13 @@ class ServerConfig:
                 raise ConfigError(
                     f"model alias names must be non-empty, got {alias!r} -> {target!r}"
                 )
+
+    @property
+    def embedding_model_name(self) -> str | None:
+        """The id clients use for the embedding model: its directory's name."""
+        if self.embedding_model is None:
+            return None
+        return self.embedding_model.rstrip("/").rsplit("/", 1)[-1] or self.embedding_model
 
     @property
     def admission(self) -> AdmissionConfig:

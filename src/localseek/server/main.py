@@ -36,19 +36,21 @@ _FINAL_WRITE_S = 5
 
 
 def run_server(
-    engine_config: EngineConfig,
+    engine_config: EngineConfig | None,
     server_config: ServerConfig,
     profile: ProfileConfig | None = None,
 ) -> None:
     """Serve until interrupted or drained (SIGTERM, see drain.py); raises the load error if the
     model cannot be loaded.
 
-    With `profile`, the first `profile.steps` engine steps are recorded (step_profiler.py)."""
+    `engine_config` None serves only the embedding model (`--embedding-only`). With `profile`,
+    the first `profile.steps` engine steps are recorded (step_profiler.py)."""
     # First, before any thread exists; with keep_freed_memory() after the load, every step's
     # large buffers are reused instead of mmapped and faulted in again (see allocator.py; 64
     # concurrent streams on 2 cores: 150.7 -> 168.3 tokens/s, median of 3 interleaved runs).
     use_one_arena()
-    _leave_a_core_for_http(engine_config)
+    if engine_config is not None:
+        _leave_a_core_for_http(engine_config)
     # The engine thread releases the GIL around every torch op and must get it back quickly;
     # with the default 5 ms switch interval a busy event loop (say, refusing a burst) makes it
     # wait up to 5 ms per op. Process-wide, so set here at the edge, not in the engine.
@@ -92,7 +94,7 @@ def _leave_a_core_for_http(engine_config: EngineConfig) -> None:
 
 
 def _lifespan(
-    engine_config: EngineConfig,
+    engine_config: EngineConfig | None,
     server: uvicorn.Server,
     failures: list,
     profile: ProfileConfig | None = None,
@@ -106,8 +108,14 @@ def _lifespan(
         def load() -> None:
             # A daemon thread, not the default executor: Ctrl-C while loading must not wait.
             from localseek.engine.async_engine import AsyncEngine
+            from localseek.engine.embedder import Embedder
 
             try:
+                if state.config.embedding_model is not None:
+                    embedder = Embedder(state.config.embedding_model)
+                    loop.call_soon_threadsafe(setattr, state, "embedder", embedder)
+                if engine_config is None:
+                    return
                 profiler = None
                 if profile is not None:
                     from localseek.engine.step_profiler import StepProfiler

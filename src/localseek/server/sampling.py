@@ -23,6 +23,7 @@ class Limits:
 
     config: ServerConfig
     max_model_len: int
+    vocab_size: int  # token ids a request may name (logit_bias)
 
 
 def resolve_max_tokens(
@@ -70,8 +71,35 @@ def check_n(n: int, num_prompts: int, config: ServerConfig) -> None:
         )
 
 
+def parse_logit_bias(
+    raw: dict[str, float] | None, vocab_size: int
+) -> tuple[tuple[int, float], ...]:
+    """OpenAI's {"token id": bias} map as (id, bias) pairs; a 400 naming any bad id."""
+    pairs = []
+    for key, bias in (raw or {}).items():
+        try:
+            token_id = int(key)
+        except ValueError:
+            token_id = -1
+        if not 0 <= token_id < vocab_size:
+            raise InvalidRequestError(
+                f"logit_bias: {key!r} is not a token id of this model (integers 0 to "
+                f"{vocab_size - 1})",
+                param=f"logit_bias.{key}",
+            )
+        pairs.append((token_id, bias))
+    return tuple(pairs)
+
+
 def sampling_params(
-    body: _SamplingFields, *, max_tokens: int, logprobs: int | None, choice: int
+    body: _SamplingFields,
+    *,
+    max_tokens: int,
+    logprobs: int | None,
+    choice: int,
+    logit_bias: tuple[tuple[int, float], ...] = (),
+    grammar: str | None = None,
+    grammar_after_token_id: int | None = None,
 ) -> SamplingParams:
     """SamplingParams for choice `choice` (seeded choices get seed + choice)."""
     seed = None if body.seed is None else (body.seed + choice) % _SEED_SPACE
@@ -93,6 +121,9 @@ def sampling_params(
         include_stop_str_in_output=body.include_stop_str_in_output,
         logprobs=logprobs,
         skip_special_tokens=body.skip_special_tokens,
+        logit_bias=logit_bias,
+        grammar=grammar,
+        grammar_after_token_id=grammar_after_token_id,
     )
 
 
@@ -113,9 +144,12 @@ def build_jobs(
     logprobs: int | None,
     param: str = "max_tokens",
     prompt_param: str = "prompt",
+    grammar: str | None = None,
+    grammar_after_token_id: int | None = None,
 ) -> list[Job]:
     """n jobs per prompt; choice index = prompt index * n + j, as OpenAI numbers them."""
     check_n(body.n, len(prompts), limits.config)
+    logit_bias = parse_logit_bias(body.logit_bias, limits.vocab_size)
     jobs = []
     for p, prompt in enumerate(prompts):
         max_tokens = resolve_max_tokens(
@@ -127,7 +161,15 @@ def build_jobs(
             prompt_param=prompt_param,
         )
         for j in range(body.n):
-            params = sampling_params(body, max_tokens=max_tokens, logprobs=logprobs, choice=j)
+            params = sampling_params(
+                body,
+                max_tokens=max_tokens,
+                logprobs=logprobs,
+                choice=j,
+                logit_bias=logit_bias,
+                grammar=grammar,
+                grammar_after_token_id=grammar_after_token_id,
+            )
             jobs.append(Job(p * body.n + j, prompt, params, max_tokens))
     return jobs
 

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from localseek.engine.outputs import RequestOutput
 from localseek.errors import InvalidRequestError, LocalseekError
+from localseek.server.api_fields import CHAT_FIELDS
 from localseek.server.lifecycle import RequestRun, new_request_id
 from localseek.server.logprobs import LogprobFormatter
 from localseek.server.protocol import (
@@ -24,12 +25,19 @@ from localseek.server.protocol import (
     ChatMessage,
     ChatResponseMessage,
     DeltaMessage,
+    ToolCall,
     Usage,
 )
-from localseek.server.reasoning import ReasoningSplitter, prompt_opens_reasoning
+from localseek.server.reasoning import CLOSE_TAG, ReasoningSplitter, prompt_opens_reasoning
 from localseek.server.sampling import Limits, build_jobs
 from localseek.server.state import ServerState
 from localseek.server.streaming import DONE, sse
+from localseek.server.structured_output import response_grammar
+from localseek.server.thinking import thinking_template_kwargs
+from localseek.server.tool_calls import ToolCallStream, parse_tool_calls, tool_call_deltas
+from localseek.server.tool_choice import NO_TOOLS, ToolPlan, plan_tools
+from localseek.server.tool_prompt import prepare_tool_messages
+from localseek.weights.tokenizer import template_variables
 
 
 @dataclass(frozen=True)
@@ -71,12 +79,23 @@ def _wants_prefix(body: ChatCompletionRequest) -> bool:
     return True
 
 
-def render_chat(state: ServerState, body: ChatCompletionRequest) -> RenderedChat:
+def render_chat(
+    state: ServerState, body: ChatCompletionRequest, tools: ToolPlan = NO_TOOLS
+) -> RenderedChat:
     """Chat template -> prompt token ids (runs in a worker thread: long prompts are slow)."""
     tokenizer = state.engine.tokenizer
     prefix = _wants_prefix(body)
     messages = [_message_dict(m, i) for i, m in enumerate(body.messages)]
-    kwargs = dict(body.chat_template_kwargs or {})
+    source = tokenizer.chat_template
+    reads_tools = bool(source) and "tools" in template_variables(source)
+    messages, tool_defs = prepare_tool_messages(
+        messages, tools.tools, template_reads_tools=reads_tools
+    )
+    kwargs: dict = {}
+    if body.thinking is not None:
+        enabled = body.thinking.type == "enabled"
+        kwargs.update(thinking_template_kwargs(enabled, tokenizer.chat_template))
+    kwargs.update(body.chat_template_kwargs or {})  # explicit template variables win
     for reserved in ("messages", "add_generation_prompt", "continue_final_message", "tools"):
         kwargs.pop(reserved, None)
     try:
@@ -84,6 +103,7 @@ def render_chat(state: ServerState, body: ChatCompletionRequest) -> RenderedChat
             messages,
             add_generation_prompt=body.add_generation_prompt and not prefix,
             continue_final_message=prefix,
+            tools=tool_defs,
             **kwargs,
         )
     except (jinja2.TemplateError, TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -98,28 +118,41 @@ def render_chat(state: ServerState, body: ChatCompletionRequest) -> RenderedChat
     return RenderedChat(prompt_ids, state.reasoning and prompt_opens_reasoning(text), prefix)
 
 
+def _reasoning_end(state: ServerState, rendered: RenderedChat) -> int | None:
+    """When the prompt opened a think block, a grammar covers only the answer after `</think>`
+    (a single token in R1's vocabulary); None: it covers the whole output."""
+    if not rendered.starts_in_reasoning:
+        return None
+    return state.engine.tokenizer.token_to_id(CLOSE_TAG)
+
+
 class ChatService:
     def __init__(self, state: ServerState):
         self.state = state
 
     async def create(self, body: ChatCompletionRequest, request: Request) -> Response:
         state = self.state
+        CHAT_FIELDS.check(body.model_extra)
         model = state.resolve_model(body.model)
-        rendered = await asyncio.to_thread(render_chat, state, body)
+        tools = plan_tools(body)
+        rendered = await asyncio.to_thread(render_chat, state, body, tools)
+        grammar = await asyncio.to_thread(response_grammar, body, tools)
         top = body.top_logprobs or 0
         wanted = body.max_completion_tokens or body.max_tokens
         jobs = build_jobs(
             body,
             [rendered.prompt_ids],
-            Limits(state.config, state.engine.max_model_len),
+            Limits(state.config, state.engine.max_model_len, len(state.engine.tokenizer)),
             requested_max_tokens=wanted,
             default_max_tokens=state.config.default_max_tokens,
             logprobs=top if body.logprobs else None,
             param="max_completion_tokens" if body.max_completion_tokens else "max_tokens",
             prompt_param="messages",
+            grammar=grammar,
+            grammar_after_token_id=_reasoning_end(state, rendered) if grammar else None,
         )
         request_id = new_request_id("chatcmpl")
-        view = _ChatView(state, body, rendered, request_id, model, top)
+        view = _ChatView(state, body, rendered, request_id, model, top, tools)
         # Nothing may fail between admission and handing the run to collect()/stream(), which
         # release its slots whatever happens.
         run = await RequestRun.admit(
@@ -142,8 +175,10 @@ class _ChatView:
         request_id: str,
         model: str,
         top: int,
+        tools: ToolPlan,
     ):
         self.body = body
+        self.tools = tools
         self.rendered = rendered
         self.id = request_id
         self.model = model
@@ -179,12 +214,13 @@ class _ChatView:
             logprobs = None
             if self.logprobs is not None:
                 logprobs = self.logprobs.chat(out.token_ids, out.logprobs or [])
+            content, calls, finish_reason = self._answer(content, out.finish_reason)
+            message = ChatResponseMessage(
+                content=content, reasoning_content=reasoning, tool_calls=calls
+            )
             choices.append(
                 ChatChoice(
-                    index=index,
-                    message=ChatResponseMessage(content=content, reasoning_content=reasoning),
-                    logprobs=logprobs,
-                    finish_reason=out.finish_reason,
+                    index=index, message=message, logprobs=logprobs, finish_reason=finish_reason
                 )
             )
         return ChatCompletionResponse(
@@ -194,6 +230,18 @@ class _ChatView:
             choices=choices,
             usage=self.usage(finals),
         )
+
+    def _answer(
+        self, content: str, finish_reason: str | None
+    ) -> tuple[str | None, list[ToolCall] | None, str | None]:
+        """(content, tool calls, finish_reason) of a whole answer."""
+        if not self.tools.parse:
+            return content, None, finish_reason
+        parsed = parse_tool_calls(content, forced=self.tools.is_forced)
+        calls = parsed.calls if self.tools.parallel else parsed.calls[:1]
+        if not calls:
+            return content, None, finish_reason
+        return parsed.content, calls, "tool_calls"
 
     def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
         if usage is None and self.body.usage_in_every_chunk:
@@ -210,6 +258,7 @@ class _ChatView:
             index: ReasoningSplitter(self.rendered.starts_in_reasoning)
             for index in run.fanout.indices
         }
+        calls = {index: ToolCallStream(forced=self.tools.is_forced) for index in splitters}
         for index in splitters:
             yield self._chunk(
                 [ChatChunkChoice(index=index, delta=DeltaMessage(role="assistant", content=""))]
@@ -218,7 +267,7 @@ class _ChatView:
         try:
             async for index, out in run.fanout.stream():
                 self._latest[index] = out
-                for chunk in self._deltas(index, out, splitters[index]):
+                for chunk in self._deltas(index, out, splitters[index], calls[index]):
                     yield chunk
                 if out.finished:
                     finals[index] = out
@@ -231,7 +280,13 @@ class _ChatView:
             yield self._chunk([], usage=self.usage(finals))
         yield DONE
 
-    def _deltas(self, index: int, out: RequestOutput, splitter: ReasoningSplitter) -> list[str]:
+    def _deltas(
+        self,
+        index: int,
+        out: RequestOutput,
+        splitter: ReasoningSplitter,
+        calls_stream: ToolCallStream,
+    ) -> list[str]:
         if self.reasoning:
             reasoning, content = splitter.feed(out.delta_text)
             if out.finished:
@@ -239,6 +294,13 @@ class _ChatView:
                 reasoning, content = reasoning + tail_r, content + tail_c
         else:
             reasoning, content = "", out.delta_text
+        calls: list[ToolCall] = []
+        if self.tools.parse:
+            content = calls_stream.feed(content)
+            if out.finished:
+                tail, calls = calls_stream.finish()
+                content += tail
+                calls = calls if self.tools.parallel else calls[:1]
         logprobs = None
         if self.logprobs is not None and out.delta_token_ids:
             logprobs = self.logprobs.chat(out.delta_token_ids, out.delta_logprobs or [])
@@ -248,12 +310,16 @@ class _ChatView:
             chunks.append(
                 self._chunk([ChatChunkChoice(index=index, delta=delta, logprobs=logprobs)])
             )
+        if calls:
+            delta = DeltaMessage(tool_calls=tool_call_deltas(calls))
+            chunks.append(self._chunk([ChatChunkChoice(index=index, delta=delta)]))
         if out.finished:
+            finish_reason = "tool_calls" if calls else out.finish_reason
             chunks.append(
                 self._chunk(
                     [
                         ChatChunkChoice(
-                            index=index, delta=DeltaMessage(), finish_reason=out.finish_reason
+                            index=index, delta=DeltaMessage(), finish_reason=finish_reason
                         )
                     ]
                 )

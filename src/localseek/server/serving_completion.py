@@ -1,4 +1,4 @@
-"""POST /v1/completions: text or token-id prompts (one or a batch), admitted and answered."""
+"""POST /v1/completions: text or token-id prompts (one or a batch, or FIM), admitted and answered."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from starlette.responses import JSONResponse, Response
 
 from localseek.engine.outputs import RequestOutput
 from localseek.errors import InvalidRequestError, LocalseekError
+from localseek.server.api_fields import COMPLETION_FIELDS
+from localseek.server.fim import fim_format
 from localseek.server.lifecycle import RequestRun, new_request_id
 from localseek.server.logprobs import LogprobFormatter
 from localseek.server.protocol import (
@@ -26,8 +28,12 @@ from localseek.server.streaming import DONE, sse
 _DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 
 
-def tokenize_prompts(state: ServerState, prompt: object) -> list[list[int]]:
-    """Every accepted prompt shape as token-id lists (runs in a worker thread)."""
+def tokenize_prompts(state: ServerState, prompt: object, suffix: str | None) -> list[list[int]]:
+    """Every accepted prompt shape as token-id lists (runs in a worker thread).
+
+    With a suffix, each text prompt becomes a fill-in-the-middle prompt in the model's FIM
+    tokens (a 400 naming the model when its vocabulary has none).
+    """
     tokenizer = state.engine.tokenizer
     if isinstance(prompt, str):
         prompts: list = [prompt]
@@ -35,6 +41,8 @@ def tokenize_prompts(state: ServerState, prompt: object) -> list[list[int]]:
         prompts = [list(prompt)]  # type: ignore[arg-type]
     else:
         prompts = list(prompt)  # type: ignore[call-overload]
+    if suffix is not None:
+        prompts = _fill_in_the_middle(state, prompts, suffix)
     out = []
     for i, p in enumerate(prompts):
         ids = tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p]
@@ -44,20 +52,36 @@ def tokenize_prompts(state: ServerState, prompt: object) -> list[list[int]]:
     return out
 
 
+def _fill_in_the_middle(state: ServerState, prompts: list, suffix: str) -> list[str]:
+    fmt = fim_format(state.engine.tokenizer)
+    if fmt is None:
+        raise InvalidRequestError(
+            f"the model {state.served_model!r} has no fill-in-the-middle tokens, so `suffix` "
+            "cannot be used; serve a FIM-trained code model (DeepSeek-Coder, Qwen2.5-Coder...)",
+            param="suffix",
+        )
+    if not all(isinstance(p, str) for p in prompts):
+        raise InvalidRequestError("suffix needs text prompts, not token ids", param="suffix")
+    return [fmt.prompt(p, suffix) for p in prompts]
+
+
 class CompletionService:
     def __init__(self, state: ServerState):
         self.state = state
 
     async def create(self, body: CompletionRequest, request: Request) -> Response:
         state = self.state
+        COMPLETION_FIELDS.check(body.model_extra)
         model = state.resolve_model(body.model)
         if body.stream and body.echo:
             raise InvalidRequestError("echo is not supported with stream=true", param="echo")
-        prompts = await asyncio.to_thread(tokenize_prompts, state, body.prompt)
+        if body.echo and body.suffix is not None:
+            raise InvalidRequestError("echo is not supported with suffix", param="echo")
+        prompts = await asyncio.to_thread(tokenize_prompts, state, body.prompt, body.suffix)
         jobs = build_jobs(
             body,
             prompts,
-            Limits(state.config, state.engine.max_model_len),
+            Limits(state.config, state.engine.max_model_len, len(state.engine.tokenizer)),
             requested_max_tokens=body.max_tokens,
             default_max_tokens=_DEFAULT_MAX_TOKENS,
             logprobs=body.logprobs,

@@ -18,6 +18,7 @@ from localseek.server.reasoning import template_has_reasoning
 
 if TYPE_CHECKING:
     from localseek.engine.async_engine import AsyncEngine
+    from localseek.engine.embedder import Embedder
 
 
 class ServerState:
@@ -32,6 +33,7 @@ class ServerState:
         self.gate: AdmissionGate | None = None
         self.reasoning = False
         self.drain = Drain()
+        self.embedder: Embedder | None = None  # set when --embedding-model has loaded
         if engine is not None:
             self.attach(engine)
 
@@ -47,7 +49,8 @@ class ServerState:
 
     @property
     def engine(self) -> AsyncEngine:
-        """The engine, or 503 while it loads or after it died."""
+        """The engine, or 503 while it loads or after it died (404 when there is none)."""
+        self._require_chat_model()
         engine = self._engine
         if engine is None:
             raise ServiceUnavailableError("the model is still loading; retry shortly")
@@ -55,9 +58,21 @@ class ServerState:
             raise ServiceUnavailableError("the engine loop is not running")
         return engine
 
+    def _require_chat_model(self) -> None:
+        if not self.config.chat_model:
+            raise NotFoundError(
+                f"this server serves only the embedding model {self.config.embedding_model_name!r}"
+                " (--embedding-only): no chat or completions",
+                param="model",
+            )
+
     def ready(self) -> bool:
         """Serving and taking new requests: false while loading, draining or after a crash."""
-        return self._engine is not None and self._engine.is_alive() and not self.drain.active
+        if self.drain.active:
+            return False
+        if not self.config.chat_model:
+            return self.embedder is not None
+        return self._engine is not None and self._engine.is_alive()
 
     def in_flight(self) -> int:
         """Admitted requests not yet finished: holding engine slots or waiting for them."""
@@ -84,6 +99,7 @@ class ServerState:
 
     def resolve_model(self, requested: str | None) -> str:
         """The id to echo back for a requested model; 404 for one we do not serve."""
+        self._require_chat_model()
         if requested is None or requested in self.model_ids():
             return requested or self.served_model
         if self._engine is not None and requested == self._engine.model_name:
@@ -94,14 +110,45 @@ class ServerState:
             param="model",
         )
 
+    def embedder_for(self, requested: str | None) -> Embedder:
+        """The embedding model for a request's `model`, or a clear 404 / 503."""
+        name = self.config.embedding_model_name
+        if name is None:
+            raise NotFoundError(
+                "this server serves no embedding model; start it with --embedding-model PATH",
+                param="model",
+            )
+        if requested is not None and requested != name:
+            raise NotFoundError(
+                f"the embedding model {requested!r} does not exist; this server serves {name!r}",
+                param="model",
+            )
+        if self.embedder is None:
+            raise ServiceUnavailableError("the embedding model is still loading; retry shortly")
+        return self.embedder
+
     def model_list(self) -> ModelList:
         max_len = self._engine.max_model_len if self._engine is not None else None
         served = self.served_model
-        return ModelList(
-            data=[
-                ModelCard(id=m, created=self.created, root=served, max_model_len=max_len)
-                for m in self.model_ids()
-            ]
+        cards = [
+            ModelCard(id=m, created=self.created, root=served, max_model_len=max_len)
+            for m in (self.model_ids() if self.config.chat_model else [])
+        ]
+        name = self.config.embedding_model_name
+        if name is not None:
+            cards.append(ModelCard(id=name, created=self.created, root=name))
+        return ModelList(data=cards)
+
+    def model_card(self, model_id: str) -> ModelCard:
+        """GET /v1/models/{id}: the card, or a 404 naming the ids served."""
+        cards = self.model_list().data
+        for card in cards:
+            if card.id == model_id:
+                return card
+        raise NotFoundError(
+            f"the model {model_id!r} does not exist; this server serves "
+            f"{', '.join(repr(c.id) for c in cards)}",
+            param="model",
         )
 
     # ---- load -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
+import jinja2.meta
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer as HFTokenizer
@@ -66,8 +67,7 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
-def compile_chat_template(source: str) -> jinja2.Template:
-    """Compile a chat template in the sandboxed environment HF templates are written for."""
+def _template_environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True,
         lstrip_blocks=True,
@@ -76,7 +76,17 @@ def compile_chat_template(source: str) -> jinja2.Template:
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
-    return env.from_string(source)
+    return env
+
+
+def compile_chat_template(source: str) -> jinja2.Template:
+    """Compile a chat template in the sandboxed environment HF templates are written for."""
+    return _template_environment().from_string(source)
+
+
+def template_variables(source: str) -> frozenset[str]:
+    """Names a chat template reads from its context (e.g. `enable_thinking`, `tools`)."""
+    return frozenset(jinja2.meta.find_undeclared_variables(_template_environment().parse(source)))
 
 
 def read_chat_template(value: str) -> str:
