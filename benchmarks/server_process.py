@@ -34,6 +34,16 @@ def wait_health(url: str, proc: subprocess.Popen, log, timeout: float = 600) -> 
     raise RuntimeError(f"{url} not healthy after {timeout} s")
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class RssSampler:
     """Peak resident memory of a process and all its children, sampled from a thread.
 
@@ -113,11 +123,6 @@ class ServerProcess:
             self.rss.stop()
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         self.log.close()

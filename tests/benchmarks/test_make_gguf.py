@@ -10,6 +10,7 @@ import make_gguf
 import pytest
 
 from localseek import LLM, SamplingParams
+from localseek.weights.gguf_file import GGUFFile
 
 BOS_ID, EOS_ID, USER_ID, THINK_ID = 151646, 151643, 151644, 151648
 
@@ -32,18 +33,24 @@ def test_presets_have_the_real_shapes():
 
 
 def test_file_carries_the_qwen2_architecture_and_r1_vocabulary(tiny_r1_gguf):
-    reader = gguf.GGUFReader(tiny_r1_gguf)
-    names = {t.name for t in reader.tensors}
-    assert {"blk.1.attn_q.bias", "blk.1.attn_k.bias", "output.weight", "token_embd.weight"} <= names
-    field = reader.fields
-    assert bytes(field["general.architecture"].parts[-1]).decode() == "qwen2"
-    assert int(field["qwen2.block_count"].parts[-1][0]) == 2
-    assert int(field["tokenizer.ggml.bos_token_id"].parts[-1][0]) == BOS_ID
-    assert int(field["tokenizer.ggml.eos_token_id"].parts[-1][0]) == EOS_ID
-    assert len(field["tokenizer.ggml.tokens"].data) == 152064
-    embd = next(t for t in reader.tensors if t.name == "token_embd.weight")
-    assert embd.tensor_type == gguf.GGMLQuantizationType.F16
-    assert list(embd.shape) == [128, 152064]  # GGUF lists dimensions innermost first
+    gf = GGUFFile(tiny_r1_gguf)
+    md, tensors = gf.metadata, {t.name: t for t in gf.tensors}
+    assert {"blk.1.attn_q.bias", "blk.1.attn_k.bias", "output.weight"} <= set(tensors)
+    assert md["general.architecture"] == "qwen2" and md["qwen2.block_count"] == 2
+    assert md["tokenizer.ggml.pre"] == "deepseek-r1-qwen"
+    assert (md["tokenizer.ggml.bos_token_id"], md["tokenizer.ggml.eos_token_id"]) == (
+        BOS_ID,
+        EOS_ID,
+    )
+    tokens, types = md["tokenizer.ggml.tokens"], list(md["tokenizer.ggml.token_type"])
+    assert len(tokens) == 152064 and tokens[USER_ID] == "<｜User｜>"
+    assert (
+        types[EOS_ID] == gguf.TokenType.CONTROL and types[THINK_ID] == gguf.TokenType.USER_DEFINED
+    )
+    assert tokens[-1] == "[PAD152063]" and types[-1] == gguf.TokenType.UNUSED
+    embd = tensors["token_embd.weight"]
+    assert embd.ggml_type == gguf.GGMLQuantizationType.F16 and embd.shape == (152064, 128)
+    assert tensors["blk.0.attn_norm.weight"].ggml_type == gguf.GGMLQuantizationType.F32
 
 
 def test_localseek_loads_it_tokenizes_as_qwen2_and_generates(tiny_r1_gguf):
@@ -80,9 +87,8 @@ def test_llama_quantize_output_loads_in_localseek(tiny_r1_gguf, tmp_path):
     binary = os.environ.get("LLAMA_QUANTIZE") or shutil.which("llama-quantize")
     out = tmp_path / "tiny-q8_0.gguf"
     make_gguf.quantize(binary, tiny_r1_gguf, out, "Q8_0", threads=1)
-    reader = gguf.GGUFReader(out)
-    ffn = next(t for t in reader.tensors if t.name == "blk.0.ffn_up.weight")
-    assert ffn.tensor_type == gguf.GGMLQuantizationType.Q8_0
+    ffn = next(t for t in GGUFFile(out).tensors if t.name == "blk.0.ffn_up.weight")
+    assert ffn.ggml_type == gguf.GGMLQuantizationType.Q8_0
     llm = LLM(str(out), dtype="float32", device="cpu", show_progress=False)
     done = llm.generate(["Hello"], SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
     assert len(done[0].token_ids) == 3
