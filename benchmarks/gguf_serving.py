@@ -75,7 +75,9 @@ class Contender:
             self.server.close()
 
 
-def localseek_argv(model: Path, slots: int, context: int, threads: int, extra: str):
+def localseek_argv(
+    model: Path, slots: int, context: int, threads: int, extra: str
+) -> tuple[list[str], dict]:
     argv = [sys.executable, "-m", "localseek", "--log-level", "WARNING", "serve", str(model)]
     argv += ["--host", "127.0.0.1", "--device", "cpu", "--max-num-seqs", str(slots)]
     argv += ["--max-model-len", str(context), "--kv-cache-tokens", str(slots * context)]
@@ -83,7 +85,9 @@ def localseek_argv(model: Path, slots: int, context: int, threads: int, extra: s
     return argv + shlex.split(extra), env
 
 
-def llama_argv(binary: str, model: Path, slots: int, context: int, threads: int, extra: str):
+def llama_argv(
+    binary: str, model: Path, slots: int, context: int, threads: int, extra: str
+) -> list[str]:
     # Explicit -np gives each slot its own ctx/slots tokens of KV, as localseek's pool holds.
     argv = [binary, "-m", str(model), "--host", "127.0.0.1", "-t", str(threads)]
     argv += ["-tb", str(threads), "-np", str(slots), "-c", str(slots * context)]

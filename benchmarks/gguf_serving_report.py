@@ -86,7 +86,7 @@ def markdown_table(results: dict) -> str:
     s = results["settings"]
     head = (
         f"`{s['model'].rsplit('/', 1)[-1]}` ({s['file_bytes'] / 1e9:.2f} GB), {s['threads']} "
-        f"threads, {s['prompt_tokens']} + {s['output_tokens']} tokens, {s['rounds']} rounds"
+        f"threads, {s['prompt_tokens']} + {s['output_tokens']} tokens, rounds: {s['rounds']}"
     )
     columns = [*servers, *(f"{name} / {ref}" for name in ratios)]
     lines = [f"| {head} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
