@@ -28,34 +28,21 @@ from other processes falls on all of them alike (transformers, slow to run, is n
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shlex
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from sse_client import stream_events
+from load_level import run_level
+from prompts import make_prompts
+from server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-
-
-def make_prompts(tokenizer, n: int, length: int, tag: str = "") -> list[list[int]]:
-    """n distinct prompts of exactly `length` ids (BOS + text), so no prefix is shared.
-
-    `tag` keeps one level's prompts from being another's (servers keep prefix caches)."""
-    prompts = []
-    for i in range(n):
-        text = f"Request {tag}{i}: " + "The quick brown fox jumps over the lazy dog. " * length
-        prompts.append(tokenizer.encode(text)[:length])
-    return prompts
 
 
 class EngineRow:
@@ -135,20 +122,11 @@ class ServerRow:
     def __init__(self, argv: list[str], env: dict | None, path: Path, args):
         from localseek.weights.gguf import open_gguf
 
-        self.argv, self.env, self.args = argv, env, args
+        self.server, self.args = ServerProcess(argv, env), args
         self.tokenizer = open_gguf(path).tokenizer
-        self.proc: subprocess.Popen | None = None
 
     def start(self) -> float:
-        port = _free_port()
-        log = tempfile.TemporaryFile()
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            self.argv + ["--port", str(port)], stdout=log, stderr=log, env=self.env
-        )
-        self.base = f"http://127.0.0.1:{port}"
-        _wait_health(f"{self.base}/health", self.proc, log)
-        load_s = time.perf_counter() - t0
+        load_s = self.server.start()
         # Warm-up (both engines' first forward is slower), with a prompt no level reuses.
         self.run(1, "w", out_len=1)
         return load_s
@@ -156,17 +134,11 @@ class ServerRow:
     def run(self, level: int, tag: str, out_len: int | None = None) -> dict:
         prompts = make_prompts(self.tokenizer, level, self.args.prompt_tokens, tag)
         out_len = self.args.output_tokens if out_len is None else out_len
-        return asyncio.run(_server_level(self.base, prompts, out_len))
+        done = run_level(self.server.base, prompts, out_len)
+        return _row(done.tokens, done.seconds, list(done.ttfts))
 
     def close(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.server.close()
 
 
 def measure(rows: dict, levels: list[int], repeat: int, interleave: bool) -> dict[str, dict]:
@@ -205,35 +177,6 @@ def measure(rows: dict, levels: list[int], repeat: int, interleave: bool) -> dic
     return results
 
 
-async def _server_level(base: str, prompts: list[list[int]], out_len: int) -> dict:
-    """All prompts at once as streaming /v1/completions; TTFT is the first chunk with a token.
-
-    The client is sse_client.py's, not httpx: on this 2-core machine the load generator's own
-    CPU comes out of the server's share, and httpx's was ~6% of the machine at 16 streams."""
-    body = {
-        "max_tokens": out_len,
-        "temperature": 0,
-        "ignore_eos": True,  # both servers accept it on /v1/completions
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    start = time.perf_counter()
-
-    async def one(prompt: list[int]) -> tuple[float, int]:
-        first, chunks, usage = None, 0, None
-        async for event in stream_events(f"{base}/v1/completions", {**body, "prompt": prompt}):
-            usage = event.get("usage") or usage
-            if event.get("choices"):
-                first = first or time.perf_counter() - start
-                chunks += 1
-        # The usage's completion_tokens when given; one token per chunk otherwise.
-        return first or 0.0, (usage or {}).get("completion_tokens") or chunks
-
-    done = await asyncio.gather(*(one(p) for p in prompts))
-    seconds = time.perf_counter() - start
-    return _row(sum(t for _, t in done), seconds, [f for f, _ in done])
-
-
 def localseek_argv(
     path: Path, levels: list[int], dtype: str, quantization: str = "none"
 ) -> tuple[list[str], dict]:
@@ -270,30 +213,6 @@ def _median_run(runs: list[dict]) -> dict:
         median["runs"] = [row["tok_s"] for row in runs]
     median["load"] = round(os.getloadavg()[0], 2)  # 1-minute load average after the level
     return median
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_health(url: str, proc: subprocess.Popen, log, timeout: float = 600) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            tail = log.read()[-3000:].decode(errors="replace")
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{tail}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not healthy after {timeout} s")
 
 
 def print_table(results: dict[str, dict], levels: list[int]) -> None:

@@ -9,16 +9,9 @@ import time
 from pathlib import Path
 
 import httpx
+from server_process import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:
@@ -44,12 +37,7 @@ class ServerProcess:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_process(self._proc, grace=20)
         self._log.close()
 
 
