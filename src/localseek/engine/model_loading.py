@@ -168,16 +168,13 @@ def _native_attention() -> None:
 
 
 def _native_decode(model: torch.nn.Module) -> None:
-    """Fuse small decode steps into one native call where the model and its weights allow."""
-    from localseek.models.gemma3_native import attach
-
-    reason = attach(model)
+    """A fused decode step, where the model declares one and its weights allow it."""
+    attach = getattr(model, "attach_fused_decode", None)
+    if attach is None:
+        return
+    reason = attach()
     if reason is None:
-        logger.info(
-            "decode steps of up to %d rows: the whole decoder stack in one native call "
-            "(kernels/gemma3_decode.c)",
-            model.native_decode.max_rows,
-        )
+        logger.info("decode steps: the model's fused native step (%s)", type(model).__name__)
     else:
         logger.debug("fused native decode step not used: %s", reason)
 

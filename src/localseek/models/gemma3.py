@@ -295,6 +295,14 @@ class Gemma3ForCausalLM(nn.Module):
             h = layer(h, cos_sin, kv_cache, meta.for_layer(i))
         return self.model.norm(h)
 
+    def attach_fused_decode(self) -> str | None:
+        """Declared fast path: the whole decode step in one native call (gemma3_native.py)
+        where the layers suit it. Returns why not, or None when attached; the loader calls
+        this on any model that has it, after the weights are final."""
+        from localseek.models.gemma3_native import attach
+
+        return attach(self)
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[num_seqs, hidden] -> [num_seqs, vocab] float32, soft-capped when configured."""
         logits = self.lm_head(hidden).float()
