@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from localseek.errors import LocalseekError, OverloadedError
+from localseek.api.body_limit import BodyLimitMiddleware
+from localseek.api.errors import install_error_handlers
+from localseek.errors import LocalseekError
 from localseek.gateway.admission import AdmissionQueue
 from localseek.gateway.balancer import Balancer
 from localseek.gateway.cache import (
@@ -28,6 +29,7 @@ from localseek.gateway.health import HealthMonitor
 from localseek.gateway.limits import BucketStore, MemoryBucketStore, RateLimiter, RedisBucketStore
 from localseek.gateway.proxy import Forwarder, UpstreamRejected
 from localseek.gateway.service import GatewayService, Reply
+from localseek.gateway.sse import EventStreamResponse
 from localseek.gateway.tenants import TenantDirectory
 from localseek.gateway.upstream import Upstream
 from localseek.ops.metrics.gateway import GatewayMetrics
@@ -78,12 +80,7 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
     app.state.service = service
     app.state.upstreams = upstreams
 
-    @app.exception_handler(LocalseekError)
-    async def _localseek_error(_: Request, exc: LocalseekError) -> JSONResponse:
-        headers = {}
-        if isinstance(exc, OverloadedError):
-            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-        return JSONResponse(exc.to_openai(), status_code=exc.http_status, headers=headers)
+    install_error_handlers(app)
 
     @app.exception_handler(UpstreamRejected)
     async def _rejected(_: Request, exc: UpstreamRejected) -> JSONResponse:
@@ -147,13 +144,14 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
             metrics.cache_bytes.set(cache.backend.bytes_used)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
     return app
 
 
 def _to_response(reply: Reply) -> Response:
     if reply.stream is not None:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **reply.headers}
-        return StreamingResponse(reply.stream, media_type="text/event-stream", headers=headers)
+        return EventStreamResponse(reply.stream, headers, on_close=reply.close)
     return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
 

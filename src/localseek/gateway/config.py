@@ -221,6 +221,7 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     redis_url: str | None = None  # shared by cache and limits unless they name their own
+    max_body_bytes: int = 4 << 20  # larger request bodies get 413 while being read (as serve's)
     health: HealthConfig = HealthConfig()
     balancer: BalancerConfig = BalancerConfig()
     admission: AdmissionConfig = AdmissionConfig()
@@ -234,6 +235,8 @@ class GatewayConfig:
             raise ConfigError("at least one upstream is required", param="upstreams")
         _unique([u.name for u in self.upstreams], "upstreams")
         _unique([t.name for t in self.tenants], "tenants")
+        if self.max_body_bytes < 1024:
+            raise ConfigError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
         if not any(u.kind == "local" for u in self.upstreams):
             raise ConfigError("at least one upstream must have kind: local", param="upstreams")
         for part, name in ((self.cache, "cache"), (self.limits, "limits")):
