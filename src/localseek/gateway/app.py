@@ -24,6 +24,7 @@ from localseek.gateway.cache import (
 )
 from localseek.gateway.circuit import STATE_VALUES
 from localseek.gateway.config import GatewayConfig
+from localseek.gateway.dependency import Dependency, GuardedBuckets, GuardedCache
 from localseek.gateway.dispatch import Dispatcher
 from localseek.gateway.health import HealthMonitor
 from localseek.gateway.limits import BucketStore, MemoryBucketStore, RateLimiter, RedisBucketStore
@@ -56,8 +57,9 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
     queue: AdmissionQueue[Upstream] = AdmissionQueue(config.admission.max_queue)
     dispatcher = Dispatcher(balancer, queue, config.admission, metrics)
     forwarder = Forwarder(dispatcher, config.admission, metrics)
-    cache = ResponseCache(config.cache, _cache_backend(config))
-    limiter = RateLimiter(_bucket_store(config))
+    redis = Dependency("redis", metrics)
+    cache = ResponseCache(config.cache, _cache_backend(config, redis))
+    limiter = RateLimiter(_bucket_store(config, redis))
     service = GatewayService(
         config, upstreams, dispatcher, forwarder, cache, limiter, tenants, metrics
     )
@@ -131,7 +133,13 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
             for u in upstreams
         ]
         usable = any(s["circuit"] != "open" for s in states if s["kind"] == "local")
-        return {"status": "ok" if usable else "degraded", "upstreams": states}
+        for guarded in (cache.backend, limiter.store):
+            if not redis.up and isinstance(guarded, GuardedCache | GuardedBuckets):
+                await guarded.ping()  # reconnects on its own; the ping says whether it has
+        reply: dict = {"status": "ok" if usable and redis.up else "degraded", "upstreams": states}
+        if _uses_redis(config):
+            reply["redis"] = "up" if redis.up else "down"
+        return reply
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -155,13 +163,19 @@ def _to_response(reply: Reply) -> Response:
     return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
 
-def _cache_backend(config: GatewayConfig) -> CacheBackend:
+def _uses_redis(config: GatewayConfig) -> bool:
+    return "redis" in (config.cache.backend, config.limits.backend)
+
+
+def _cache_backend(config: GatewayConfig, redis: Dependency) -> CacheBackend:
     if config.cache.backend == "redis":
-        return RedisCacheBackend(config.redis_url_for(config.cache), config.cache.ttl_s)
+        backend = RedisCacheBackend(config.redis_url_for(config.cache), config.cache.ttl_s)
+        return GuardedCache(backend, redis)
     return MemoryCacheBackend(config.cache.max_bytes, config.cache.ttl_s)
 
 
-def _bucket_store(config: GatewayConfig) -> BucketStore:
+def _bucket_store(config: GatewayConfig, redis: Dependency) -> BucketStore:
     if config.limits.backend == "redis":
-        return RedisBucketStore(config.redis_url_for(config.limits))
+        store = RedisBucketStore(config.redis_url_for(config.limits))
+        return GuardedBuckets(store, MemoryBucketStore(), config.limits.on_redis_error, redis)
     return MemoryBucketStore()

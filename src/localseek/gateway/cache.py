@@ -100,7 +100,9 @@ class RedisCacheBackend:
     def __init__(self, url: str, ttl_s: float, prefix: str = "localseek:cache:"):
         import redis.asyncio as aioredis
 
-        self._redis = aioredis.Redis.from_url(url)
+        from localseek.gateway.limits import REDIS_TIMEOUTS
+
+        self._redis = aioredis.Redis.from_url(url, **REDIS_TIMEOUTS)
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._prefix = prefix
 
@@ -109,6 +111,9 @@ class RedisCacheBackend:
 
     async def set(self, key: str, value: bytes) -> None:
         await self._redis.set(self._prefix + key, value, px=self._ttl_ms)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -187,10 +187,16 @@ class LimitsConfig:
     backend: str = "memory"  # memory | redis (shared by every gateway replica)
     redis_url: str | None = None  # None: the top-level redis_url
     default_max_tokens: int = 256  # output tokens assumed at admission when max_tokens is absent
+    # While Redis is unreachable: allow (no limit), deny (503), local (per-process buckets).
+    on_redis_error: str = "local"
 
     def __post_init__(self) -> None:
         if self.backend not in ("memory", "redis"):
             raise ConfigError(f"backend must be memory or redis, got {self.backend!r}")
+        if self.on_redis_error not in ("allow", "deny", "local"):
+            raise ConfigError(
+                f"on_redis_error must be allow, deny or local, got {self.on_redis_error!r}"
+            )
 
 
 @dataclass(frozen=True)
