@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from localseek.errors import InvalidRequestError
 
+# Every stop string is matched against every generated character: their total is bounded so
+# one request cannot make the engine loop slow for everyone beside it.
+MAX_STOP_BYTES = 16 * 1024
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -82,6 +86,12 @@ class SamplingParams:
             raise bad("n", f"n must be >= 1, got {self.n}")
         if any(not s for s in self.stop):
             raise bad("stop", "stop strings must be non-empty")
+        stop_bytes = sum(len(s.encode("utf-8", "surrogatepass")) for s in self.stop)
+        if stop_bytes > MAX_STOP_BYTES:
+            raise bad(
+                "stop",
+                f"stop strings total {stop_bytes} bytes; at most {MAX_STOP_BYTES} are allowed",
+            )
         if self.seed is not None and not isinstance(self.seed, int):
             raise bad("seed", f"seed must be an integer, got {self.seed!r}")
 

@@ -30,6 +30,7 @@ from localseek.server.reasoning import ReasoningSplitter, prompt_opens_reasoning
 from localseek.server.sampling import Limits, build_jobs
 from localseek.server.state import ServerState
 from localseek.server.streaming import DONE, sse
+from localseek.server.text_check import require_text
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def render_chat(state: ServerState, body: ChatCompletionRequest) -> RenderedChat
             f"the chat template cannot render these messages: {exc}", param="messages"
         ) from exc
     # The template already carries BOS where the model wants it.
-    prompt_ids = tokenizer.encode(text, add_special_tokens=False)
+    prompt_ids = tokenizer.encode(require_text(text, "messages"), add_special_tokens=False)
     if not prompt_ids:
         raise InvalidRequestError("the rendered prompt is empty", param="messages")
     return RenderedChat(prompt_ids, state.reasoning and prompt_opens_reasoning(text), prefix)

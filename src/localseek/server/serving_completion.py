@@ -22,6 +22,7 @@ from localseek.server.protocol import (
 from localseek.server.sampling import Limits, build_jobs
 from localseek.server.state import ServerState
 from localseek.server.streaming import DONE, sse
+from localseek.server.text_check import require_text
 
 _DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 
@@ -37,7 +38,11 @@ def tokenize_prompts(state: ServerState, prompt: object) -> list[list[int]]:
         prompts = list(prompt)  # type: ignore[call-overload]
     out = []
     for i, p in enumerate(prompts):
-        ids = tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p]
+        ids = (
+            tokenizer.encode(require_text(p, "prompt"))
+            if isinstance(p, str)
+            else [int(t) for t in p]
+        )
         if not ids:
             raise InvalidRequestError(f"prompt {i} is empty", param="prompt")
         out.append(ids)
