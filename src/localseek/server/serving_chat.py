@@ -27,6 +27,7 @@ from localseek.server.protocol import (
     Usage,
 )
 from localseek.server.reasoning import ReasoningSplitter, prompt_opens_reasoning
+from localseek.server.refuse_fast import refuse_if_full
 from localseek.server.sampling import Limits, build_jobs
 from localseek.server.state import ServerState
 from localseek.server.streaming import DONE, sse
@@ -106,6 +107,7 @@ class ChatService:
     async def create(self, body: ChatCompletionRequest, request: Request) -> Response:
         state = self.state
         model = state.resolve_model(body.model)
+        refuse_if_full(state, request, body.priority, body.n)  # before rendering: refuse fast
         rendered = await asyncio.to_thread(render_chat, state, body)
         top = body.top_logprobs or 0
         wanted = body.max_completion_tokens or body.max_tokens

@@ -19,6 +19,7 @@ from localseek.server.protocol import (
     CompletionResponse,
     Usage,
 )
+from localseek.server.refuse_fast import refuse_if_full
 from localseek.server.sampling import Limits, build_jobs
 from localseek.server.state import ServerState
 from localseek.server.streaming import DONE, sse
@@ -58,6 +59,7 @@ class CompletionService:
         model = state.resolve_model(body.model)
         if body.stream and body.echo:
             raise InvalidRequestError("echo is not supported with stream=true", param="echo")
+        refuse_if_full(state, request, body.priority, body.n)  # before tokenizing: refuse fast
         prompts = await asyncio.to_thread(tokenize_prompts, state, body.prompt)
         jobs = build_jobs(
             body,
