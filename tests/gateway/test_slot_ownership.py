@@ -16,13 +16,13 @@ from prometheus_client import CollectorRegistry
 
 from localseek.api.body_limit import BodyLimitMiddleware
 from localseek.errors import InvalidRequestError
-from localseek.gateway.admission import AdmissionQueue
 from localseek.gateway.balancer import Balancer
 from localseek.gateway.config import parse_gateway_config
 from localseek.gateway.dispatch import Dispatcher
 from localseek.gateway.policy import Classification
 from localseek.gateway.proxy import Attempts, Forwarder
 from localseek.gateway.request import GatewayRequest
+from localseek.gateway.slot_queue import SlotQueue
 from localseek.gateway.tenants import ANONYMOUS
 from localseek.gateway.upstream import Upstream
 from localseek.ops.metrics.gateway import GatewayMetrics
@@ -146,7 +146,7 @@ def _forwarder(url: str) -> tuple[Forwarder, Upstream]:
     upstream = Upstream(config.upstreams[0], config.health, config.admission, time.monotonic)
     metrics = GatewayMetrics(CollectorRegistry())
     dispatcher = Dispatcher(
-        Balancer([upstream], config.balancer), AdmissionQueue(4), config.admission, metrics
+        Balancer([upstream], config.balancer), SlotQueue(4), config.admission, metrics
     )
     return Forwarder(dispatcher, config.admission, metrics), upstream
 

@@ -14,7 +14,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from localseek.api.body_limit import BodyLimitMiddleware
 from localseek.api.errors import install_error_handlers
 from localseek.errors import LocalseekError
-from localseek.gateway.admission import AdmissionQueue
 from localseek.gateway.balancer import Balancer
 from localseek.gateway.cache import (
     CacheBackend,
@@ -30,6 +29,7 @@ from localseek.gateway.health import HealthMonitor
 from localseek.gateway.limits import BucketStore, MemoryBucketStore, RateLimiter, RedisBucketStore
 from localseek.gateway.proxy import Forwarder, UpstreamRejected
 from localseek.gateway.service import GatewayService, Reply
+from localseek.gateway.slot_queue import SlotQueue
 from localseek.gateway.sse import EventStreamResponse
 from localseek.gateway.tenants import TenantDirectory
 from localseek.gateway.upstream import Upstream
@@ -54,7 +54,7 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
     ]
     tenants = TenantDirectory(config.tenants)
     balancer = Balancer(upstreams, config.balancer)
-    queue: AdmissionQueue[Upstream] = AdmissionQueue(config.admission.max_queue)
+    queue: SlotQueue[Upstream] = SlotQueue(config.admission.max_queue)
     dispatcher = Dispatcher(balancer, queue, config.admission, metrics)
     forwarder = Forwarder(dispatcher, config.admission, metrics)
     redis = Dependency("redis", metrics)

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from localseek.gateway.config import CacheConfig
+from localseek.gateway.config import ResponseCacheConfig
 
 # Fields that change how an answer is delivered or labelled, never what it says. Everything else
 # (max_tokens, stop, tools, tool_choice, response_format, seed, logprobs, unknown extensions...)
@@ -122,7 +122,7 @@ class RedisCacheBackend:
 class ResponseCache:
     """Decides what is cacheable and stores complete (non-streamed) OpenAI responses."""
 
-    def __init__(self, config: CacheConfig, backend: CacheBackend):
+    def __init__(self, config: ResponseCacheConfig, backend: CacheBackend):
         self.config = config
         self.backend = backend
 

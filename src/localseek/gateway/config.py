@@ -119,7 +119,7 @@ class BalancerConfig:
 
 
 @dataclass(frozen=True)
-class AdmissionConfig:
+class DispatchConfig:
     """The bounded wait for a local slot, and overflow to the cloud."""
 
     max_queue: int = 256  # requests waiting for a slot; beyond it: 429 at once
@@ -162,7 +162,7 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
-class CacheConfig:
+class ResponseCacheConfig:
     """The response cache."""
 
     enabled: bool = True
@@ -230,9 +230,9 @@ class GatewayConfig:
     max_body_bytes: int = 4 << 20  # larger request bodies get 413 while being read (as serve's)
     health: HealthConfig = HealthConfig()
     balancer: BalancerConfig = BalancerConfig()
-    admission: AdmissionConfig = AdmissionConfig()
+    admission: DispatchConfig = DispatchConfig()
     policy: PolicyConfig = PolicyConfig()
-    cache: CacheConfig = CacheConfig()
+    cache: ResponseCacheConfig = ResponseCacheConfig()
     limits: LimitsConfig = LimitsConfig()
     tenants: tuple[TenantConfig, ...] = ()  # empty: no API keys, one anonymous tenant
 
@@ -249,7 +249,7 @@ class GatewayConfig:
             if part.backend == "redis" and not (part.redis_url or self.redis_url):
                 raise ConfigError(f"{name}.backend is redis but no redis_url is set")
 
-    def redis_url_for(self, part: CacheConfig | LimitsConfig) -> str | None:
+    def redis_url_for(self, part: ResponseCacheConfig | LimitsConfig) -> str | None:
         return part.redis_url or self.redis_url
 
 

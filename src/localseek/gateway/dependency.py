@@ -140,4 +140,3 @@ def _error_types() -> tuple[type[BaseException], ...]:
     from redis.exceptions import RedisError
 
     return (RedisError, OSError)
-

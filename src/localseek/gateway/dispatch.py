@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from localseek.errors import OverloadedError
-from localseek.gateway.admission import AdmissionQueue
 from localseek.gateway.balancer import Balancer, RouteRequest
-from localseek.gateway.config import AdmissionConfig
+from localseek.gateway.config import DispatchConfig
 from localseek.gateway.lease import Lease
 from localseek.gateway.request import GatewayRequest
+from localseek.gateway.slot_queue import SlotQueue
 from localseek.gateway.upstream import Upstream
 from localseek.ops.metrics.gateway import GatewayMetrics
 
@@ -31,8 +31,8 @@ class Dispatcher:
     def __init__(
         self,
         balancer: Balancer,
-        queue: AdmissionQueue[Upstream],
-        config: AdmissionConfig,
+        queue: SlotQueue[Upstream],
+        config: DispatchConfig,
         metrics: GatewayMetrics,
     ):
         self.balancer = balancer

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from localseek.api.load import LoadReport
 from localseek.gateway.config import HealthConfig
 from localseek.gateway.upstream import Upstream
 
@@ -98,13 +99,7 @@ class HealthMonitor:
             upstream.set_report(*parsed)
 
 
-def parse_load(report: Any) -> tuple[int, int | None] | None:
-    """(running + waiting, capacity) from a /load body: {"running", "waiting", "max_num_seqs"}."""
-    if not isinstance(report, dict):
-        return None
-    running = report.get("running", report.get("num_running", 0))
-    waiting = report.get("waiting", report.get("num_waiting", 0))
-    capacity = report.get("max_num_seqs", report.get("capacity"))
-    if not all(isinstance(v, int) for v in (running, waiting)):
-        return None
-    return running + waiting, capacity if isinstance(capacity, int) and capacity > 0 else None
+def parse_load(body: Any) -> tuple[int, int] | None:
+    """(running + waiting, capacity) from a /load body (api/load.py's schema), or None."""
+    report = LoadReport.read(body)
+    return None if report is None else (report.queued, report.capacity)

@@ -15,7 +15,7 @@ import httpx
 
 from localseek.api.errors import error_body, error_type_for_status
 from localseek.errors import OverloadedError, UpstreamError
-from localseek.gateway.config import AdmissionConfig
+from localseek.gateway.config import DispatchConfig
 from localseek.gateway.dispatch import Dispatcher, NoUpstreamLeft
 from localseek.gateway.lease import Lease
 from localseek.gateway.request import ROUTES, GatewayRequest, encode_body
@@ -67,7 +67,7 @@ class Attempts:
 class Forwarder:
     """Sends a request to an upstream chosen by the dispatcher, retrying elsewhere on failure."""
 
-    def __init__(self, dispatcher: Dispatcher, config: AdmissionConfig, metrics: GatewayMetrics):
+    def __init__(self, dispatcher: Dispatcher, config: DispatchConfig, metrics: GatewayMetrics):
         self.dispatcher = dispatcher
         self._config = config
         self._metrics = metrics

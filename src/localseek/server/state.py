@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
+from localseek.api.load import LoadReport
 from localseek.errors import NotFoundError, ServiceUnavailableError
 from localseek.ops.metrics.server import LoadSample, ServerMetrics
 from localseek.server.admission import AdmissionQueue
 from localseek.server.config import ServerConfig
 from localseek.server.gate import AdmissionGate
-from localseek.server.protocol import LoadReport, ModelCard, ModelList
+from localseek.server.protocol import ModelCard, ModelList
 from localseek.server.reasoning import template_has_reasoning
 
 if TYPE_CHECKING:
