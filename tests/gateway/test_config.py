@@ -45,6 +45,8 @@ def test_example_config_loads():
         ({"upstreams": [{"url": "http://x/v1"}]}, "upstreams[0].name"),
         ({"upstreams": [{"name": "c", "url": "http://x/v1", "kind": "cloud"}]}, "kind: local"),
         ({**GOOD, "policy": {"detectors": ["passport"]}}, "passport"),
+        ({**GOOD, "balancer": {"strategy": "random"}}, "strategy"),
+        ({**GOOD, "limits": {"on_redis_error": "ignore"}}, "on_redis_error"),
         ({**GOOD, "policy": {"patterns": ["("]}}, "'('"),
         ({**GOOD, "limits": {"backend": "redis"}}, "redis_url"),
         ({**GOOD, "tenants": [{"name": "t", "tokens_per_minute": 0}]}, "tenants[0]"),

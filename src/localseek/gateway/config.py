@@ -105,11 +105,14 @@ class HealthConfig:
 class BalancerConfig:
     """How a replica is chosen among the healthy ones."""
 
+    strategy: str = "least_load"  # least_load | round_robin (weighted, smooth)
     affinity: str = "none"  # none | user | prefix | user_or_prefix
     affinity_min_prefix_chars: int = 256  # prompts shorter than this have no prefix affinity
     affinity_max_entries: int = 10_000  # LRU bound of the affinity index
 
     def __post_init__(self) -> None:
+        if self.strategy not in ("least_load", "round_robin"):
+            raise ConfigError(f"strategy must be least_load or round_robin, got {self.strategy!r}")
         if self.affinity not in ("none", "user", "prefix", "user_or_prefix"):
             raise ConfigError(
                 f"affinity must be none, user, prefix or user_or_prefix, got {self.affinity!r}"
