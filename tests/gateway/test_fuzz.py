@@ -15,6 +15,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from json_values import any_json
 
 from localseek.gateway.app import create_app
 from localseek.gateway.config import parse_gateway_config
@@ -58,20 +59,7 @@ def gateway_url(tmp_path_factory) -> Iterator[str]:
     engine.shutdown()
 
 
-_scalar = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**66), 2**66),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=10),
-)
-_any_json = st.recursive(
-    _scalar,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=10,
-)
+_any_json = any_json(max_leaves=10)
 _message = st.fixed_dictionaries(
     {"role": st.sampled_from(["user", "system", "assistant", "tool", "x"])},
     optional={"content": st.text(max_size=16) | _any_json},

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import chat
 from .servers import free_port
+from .test_client_disconnect import wait_until
 
 KEY = {"Authorization": "Bearer sk-t"}
 
@@ -84,15 +85,6 @@ def redis_errors(url: str) -> float:
     )
 
 
-def wait_for(predicate, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def test_redis_killed_and_restarted(fake, gateway, redis_process):
     a = fake("a")
     url = gateway(gateway_config(a.upstream(), redis_process.url, "local", rpm=6))
@@ -114,7 +106,7 @@ def test_redis_killed_and_restarted(fake, gateway, redis_process):
     assert len(a.completions()) == 1 + statuses.count(200) + 2
 
     redis_process.start()  # the same port: the gateway finds it again by itself
-    assert wait_for(lambda: httpx.get(url + "/health").json()["status"] == "ok")
+    assert wait_until(lambda: httpx.get(url + "/health").json()["status"] == "ok")
     assert post(url, greedy).status_code == 200  # stored again...
     assert post(url, greedy).headers.get("x-localseek-cache") == "hit"  # ...and served
 

@@ -7,6 +7,7 @@ import pytest
 from conftest import SERVED, serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from json_values import any_json
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -151,20 +152,7 @@ def test_stop_strings_over_the_byte_cap_are_400(http):
 
 # ---- property-based: arbitrary JSON bodies never produce a 5xx ------------------------------
 
-_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=12),
-)
-_json = st.recursive(
-    _scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+_json = any_json()
 # Valid values for every field; a body then has up to two fields replaced by arbitrary JSON,
 # so most bodies reach the engine and the rest probe validation one field at a time.
 _valid = {
