@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from localseek.api.body_limit import BodyLimitMiddleware
 from localseek.api.errors import install_error_handlers
+from localseek.api.event_stream import EventStreamResponse
 from localseek.errors import LocalseekError
 from localseek.gateway.balancer import Balancer
 from localseek.gateway.cache import (
@@ -30,7 +31,6 @@ from localseek.gateway.limits import BucketStore, MemoryBucketStore, RateLimiter
 from localseek.gateway.proxy import Forwarder, UpstreamRejected
 from localseek.gateway.service import GatewayService, Reply
 from localseek.gateway.slot_queue import SlotQueue
-from localseek.gateway.sse import EventStreamResponse
 from localseek.gateway.tenants import TenantDirectory
 from localseek.gateway.upstream import Upstream
 from localseek.ops.metrics.gateway import GatewayMetrics
@@ -158,8 +158,7 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
 
 def _to_response(reply: Reply) -> Response:
     if reply.stream is not None:
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **reply.headers}
-        return EventStreamResponse(reply.stream, headers, on_close=reply.close)
+        return EventStreamResponse(reply.stream, on_close=reply.close, headers=reply.headers)
     return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
 

@@ -193,7 +193,7 @@ def openai_error_payload(status: int, response: httpx.Response) -> dict[str, Any
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         return {"error": {"type": "invalid_request_error", "param": None, "code": None, **error}}
     detail = payload.get("detail") if isinstance(payload, dict) else None
-    message = detail if isinstance(detail, str) else (error or response.text[:500])
+    message = detail if isinstance(detail, str) else response.text[:500]
     return error_body(f"upstream answered HTTP {status}: {message}", error_type_for_status(status))
 
 
