@@ -46,6 +46,7 @@ def test_example_config_loads():
         ({"upstreams": [{"name": "c", "url": "http://x/v1", "kind": "cloud"}]}, "kind: local"),
         ({**GOOD, "policy": {"detectors": ["passport"]}}, "passport"),
         ({**GOOD, "balancer": {"strategy": "random"}}, "strategy"),
+        ({"upstreams": [{"name": "a", "url": "http://x/v1", "server": "tgi"}]}, "server"),
         ({**GOOD, "limits": {"on_redis_error": "ignore"}}, "on_redis_error"),
         ({**GOOD, "policy": {"patterns": ["("]}}, "'('"),
         ({**GOOD, "limits": {"backend": "redis"}}, "redis_url"),

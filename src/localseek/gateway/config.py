@@ -13,6 +13,7 @@ import yaml
 from localseek.errors import ConfigError
 from localseek.gateway.config_parse import build_dataclass
 from localseek.gateway.detectors import DETECTORS
+from localseek.gateway.server_kinds import SERVER_KINDS
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _CONTINUATIONS = ("continue_final_message", "prefix", "none")
@@ -27,6 +28,9 @@ class UpstreamConfig:
     weight: int = 1  # share of traffic among the primaries of its tier
     backup: bool = False  # used only when every primary is down or saturated (nginx `backup`)
     kind: str = "local"  # local | cloud; cloud upstreams take only cloud-eligible requests
+    # What answers there: localseek | vllm | llama_cpp | ollama | openai; decides the health
+    # path and how load is read (server_kinds.py).
+    server: str = "localseek"
     api_key_env: str | None = None  # environment variable holding the upstream's key
     max_concurrency: int = 64  # requests in flight at once before the upstream counts as full
     models: tuple[str, ...] = ()  # model ids served; empty: any model
@@ -34,8 +38,8 @@ class UpstreamConfig:
     price_input_per_mtok: float = 0.0  # USD per million input tokens (cloud)
     price_output_per_mtok: float = 0.0  # USD per million output tokens (cloud)
     probe: bool | None = None  # active /health probes; None: on for local, off for cloud
-    health_url: str | None = None  # None: {scheme}://{host}/health
-    load_url: str | None = None  # None: {scheme}://{host}/load for local upstreams
+    health_url: str | None = None  # None: {scheme}://{host} + the server kind's health path
+    load_url: str | None = None  # None: {scheme}://{host} + the server kind's load path
     # How to ask this upstream to continue a partial answer after another one died mid-stream:
     # continue_final_message (vLLM, SGLang, localseek), prefix (DeepSeek's chat prefix), none.
     continuation: str = "continue_final_message"
@@ -52,6 +56,10 @@ class UpstreamConfig:
             raise ConfigError(f"url must be an http(s) URL, got {self.url!r}", param="url")
         if self.weight < 1:
             raise ConfigError(f"weight must be >= 1, got {self.weight}", param="weight")
+        if self.server not in SERVER_KINDS:
+            raise ConfigError(
+                f"server must be one of {sorted(SERVER_KINDS)}, got {self.server!r}", param="server"
+            )
         if self.kind not in ("local", "cloud"):
             raise ConfigError(f"kind must be local or cloud, got {self.kind!r}", param="kind")
         if self.max_concurrency < 1:

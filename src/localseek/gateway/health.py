@@ -11,6 +11,7 @@ import httpx
 
 from localseek.api.load import LoadReport
 from localseek.gateway.config import HealthConfig
+from localseek.gateway.server_kinds import SERVER_KINDS
 from localseek.gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class HealthMonitor:
 
     async def probe(self, upstream: Upstream) -> bool:
         timeout = self._config.probe_timeout_s
-        url = upstream.config.health_url or f"{upstream.config.root_url}/health"
+        kind = SERVER_KINDS[upstream.config.server]
+        url = upstream.config.health_url or upstream.config.root_url + kind.health_path
         try:
             response = await upstream.client.get(url, timeout=timeout)
             ok = response.status_code < 400
@@ -82,24 +84,23 @@ class HealthMonitor:
         return True
 
     async def _read_load(self, upstream: Upstream, timeout: float) -> None:
-        url = upstream.config.load_url or f"{upstream.config.root_url}/load"
+        kind = SERVER_KINDS[upstream.config.server]
+        if kind.load_path is None or kind.parse_load is None:
+            return  # no load signal: routing uses the gateway's own in-flight count
+        url = upstream.config.load_url or upstream.config.root_url + kind.load_path
         try:
             response = await upstream.client.get(url, timeout=timeout)
         except httpx.HTTPError:
             return
         if response.status_code == 404:
-            self._no_load.add(upstream.name)  # not a localseek engine: route on in-flight only
+            self._no_load.add(upstream.name)  # metrics or /load are off: in-flight only
             return
-        try:
-            report = response.json()
-        except ValueError:
-            return
-        parsed = parse_load(report)
+        parsed = kind.parse_load(response) if response.status_code == 200 else None
         if parsed is not None:
             upstream.set_report(*parsed)
 
 
 def parse_load(body: Any) -> tuple[int, int] | None:
-    """(running + waiting, capacity) from a /load body (api/load.py's schema), or None."""
+    """(running + waiting, capacity) from a localseek /load body (api/load.py), or None."""
     report = LoadReport.read(body)
     return None if report is None else (report.queued, report.capacity)
