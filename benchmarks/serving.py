@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from serving_refusal import refusal_burst  # noqa: E402
 from serving_servers import start_localseek, start_naive, wait_idle  # noqa: E402
 
 # Big enough that the forward pass, not Python, dominates a step; small enough for 2 CPU cores.
@@ -255,6 +256,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--loads", default="0.5,1,2,5,10", help="multiples of measured capacity")
     p.add_argument("--duration", type=float, default=15.0, help="seconds of arrivals per level")
     p.add_argument("--burst", type=int, default=0, help="also one burst of N requests")
+    p.add_argument(
+        "--refusal-burst",
+        type=int,
+        default=60,
+        help="N chat requests at once against a full batch and queue: p99 time to 429 (0: skip)",
+    )
     p.add_argument("--slo", type=float, default=10.0, help="end-to-end deadline for goodput (s)")
     p.add_argument(
         "--start-timeout",
@@ -287,7 +294,8 @@ def main() -> None:
 
             model = str(make_tiny_model(Path(tmp), "llama", **MODEL_SHAPE))
         capacity = {"naive": calibrate_naive(model, args, out)}
-        rows = run_localseek(model, args, out, capacity)
+        refusal: dict = {}
+        rows = run_localseek(model, args, out, capacity, refusal)
         rows += run_naive(model, args, out, capacity["naive"])
     rows.sort(
         key=lambda r: (
@@ -296,7 +304,7 @@ def main() -> None:
             r["design"],
         )
     )
-    report = {"capacity_rps": capacity, "rows": rows, "args": vars(args)}
+    report = {"capacity_rps": capacity, "rows": rows, "refusal": refusal, "args": vars(args)}
     (out / "results.json").write_text(json.dumps(report, indent=2))
     text = table(rows)
     (out / "table.md").write_text(text + "\n")
@@ -344,7 +352,7 @@ def calibrate_naive(model: str, args, out: Path) -> float:
     return max(capacity, 1e-3)
 
 
-def run_localseek(model: str, args, out: Path, capacity: dict) -> list[dict]:
+def run_localseek(model: str, args, out: Path, capacity: dict, refusal: dict) -> list[dict]:
     rows = []
     local = start_localseek(model, args, out)
     try:
@@ -373,6 +381,12 @@ def run_localseek(model: str, args, out: Path, capacity: dict) -> list[dict]:
             rows.append(
                 summarize("localseek", f"burst {args.burst}", 0, res, args.slo, args.slo, cap)
             )
+        if args.refusal_burst:
+            wait_idle(local.url)
+            refusal.update(
+                asyncio.run(refusal_burst(local.url, args.refusal_burst, 8 * args.max_tokens))
+            )
+            print(f"refusal burst (target p99 <= 50 ms): {refusal}", flush=True)
     finally:
         local.stop()
     return rows

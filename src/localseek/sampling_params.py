@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 from localseek.errors import InvalidRequestError
 
+# Every stop string is matched against every generated character: their total is bounded so
+# one request cannot make the engine loop slow for everyone beside it.
+MAX_STOP_BYTES = 16 * 1024
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -101,6 +105,12 @@ class SamplingParams:
                     f"logit_bias[{token_id}]={bias}: token ids must be >= 0 and biases in "
                     "[-100, 100]",
                 )
+        stop_bytes = sum(len(s.encode("utf-8", "surrogatepass")) for s in self.stop)
+        if stop_bytes > MAX_STOP_BYTES:
+            raise bad(
+                "stop",
+                f"stop strings total {stop_bytes} bytes; at most {MAX_STOP_BYTES} are allowed",
+            )
         if self.seed is not None and not isinstance(self.seed, int):
             raise bad("seed", f"seed must be an integer, got {self.seed!r}")
 

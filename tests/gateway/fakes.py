@@ -18,6 +18,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from localseek.api.load import LoadReport
+
 _WORD = re.compile(r"w(\d+) ")
 
 
@@ -72,7 +74,19 @@ def make_app(state: FakeState) -> FastAPI:
 
     @app.get("/load")
     async def load():
-        return {"running": state.in_flight, "waiting": 0, "max_num_seqs": state.capacity or 64}
+        return LoadReport(
+            model=state.name,
+            running=state.in_flight,
+            waiting=0,
+            queued=state.in_flight,
+            capacity=state.capacity or 64,
+            max_queue=0,
+            queued_tokens=0,
+            kv_usage=0.0,
+            estimated_wait_s=0.0,
+            generation_tokens_per_s=0.0,
+            drain_tokens_per_s=None,
+        ).model_dump()
 
     @app.get("/_requests")
     async def requests():

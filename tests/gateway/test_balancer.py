@@ -9,7 +9,7 @@ import pytest
 
 from localseek.gateway.affinity import AffinityIndex, affinity_key
 from localseek.gateway.balancer import Balancer, RouteRequest
-from localseek.gateway.config import AdmissionConfig, BalancerConfig, HealthConfig, UpstreamConfig
+from localseek.gateway.config import BalancerConfig, DispatchConfig, HealthConfig, UpstreamConfig
 from localseek.gateway.upstream import Upstream
 
 from .conftest import chat
@@ -28,7 +28,7 @@ def make(clock: Clock, *specs: dict) -> list[Upstream]:
         Upstream(
             UpstreamConfig(url="http://127.0.0.1:9/v1", **s),
             HealthConfig(),
-            AdmissionConfig(),
+            DispatchConfig(),
             clock,
         )
         for s in specs

@@ -1,4 +1,4 @@
-"""The gateway stays light: importing it never imports torch or the engine."""
+"""The gateway stays light: importing it never imports torch, the engine or the server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .servers import SRC
 def test_gateway_imports_no_torch_and_no_engine():
     code = (
         "import sys, localseek.gateway.main, localseek.gateway.app, localseek.ops.deploy.nginx\n"
-        "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('localseek.engine', 'localseek.models'))]\n"
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('localseek.engine', 'localseek.models', 'localseek.server'))]\n"
         "assert not bad, bad\n"
     )
     env = {**os.environ, "PYTHONPATH": str(SRC)}

@@ -225,3 +225,17 @@ def test_drain_meter_counts_busy_time_only():
     meter.set_busy(True)
     clock.advance(2)  # busy without completing: the rate falls
     assert meter.rate() == pytest.approx(25.0)
+
+
+def test_certain_refusal_is_known_before_the_cost():
+    queue, _ = make_queue(slots=1, max_queue=1)
+    assert queue.certain_refusal(priority=0) is None  # a free slot
+    assert queue.offer(ticket("running")).started
+    assert queue.certain_refusal(priority=0) is None  # a free queue place
+    assert queue.offer(ticket("waiting", priority=5)).queued
+    assert queue.certain_refusal(priority=0) is None  # it could displace the priority-5 waiter
+    refusal = queue.certain_refusal(priority=5)
+    assert refusal is not None and refusal.reason == "queue_full"
+    # And offer() agrees, whatever the cost.
+    for cost in (1, 10**6):
+        assert queue.offer(ticket("late", cost=cost, priority=5)).refusal.reason == "queue_full"

@@ -7,6 +7,7 @@ import pytest
 from conftest import SERVED, serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from json_values import any_json
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -126,24 +127,28 @@ def test_non_finite_numbers_are_rejected(http):
 
 def test_unknown_route_is_openai_shaped_404(http):
     assert_error(http.get("/v1/nothing"), 404, text="/v1/nothing")
+    assert_error(http.delete(CHAT), 405, text="DELETE")
+
+
+@pytest.mark.parametrize("route", [CHAT, COMPLETIONS])
+def test_lone_surrogates_are_400(http, route):
+    field = b'"messages": [{"role": "user", "content": "a\\ud800b"}]'
+    if route == COMPLETIONS:
+        field = b'"prompt": "a\\udfffb"'
+    resp = http.post(
+        route, content=b"{" + field + b"}", headers={"content-type": "application/json"}
+    )
+    assert_error(resp, 400, text="surrogate")
+
+
+def test_stop_strings_over_the_byte_cap_are_400(http):
+    resp = http.post(CHAT, json={"messages": MESSAGES, "stop": ["x" * 9000, "y" * 9000]})
+    assert_error(resp, 400, "stop", "16384")
 
 
 # ---- property-based: arbitrary JSON bodies never produce a 5xx ------------------------------
 
-_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=12),
-)
-_json = st.recursive(
-    _scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+_json = any_json()
 # Valid values for every field; a body then has up to two fields replaced by arbitrary JSON,
 # so most bodies reach the engine and the rest probe validation one field at a time.
 _valid = {
@@ -210,3 +215,16 @@ def test_the_engine_loop_survived_the_fuzzing(http, engine):
     assert engine.is_alive()
     assert http.get("/health").status_code == 200
     assert http.post(CHAT, json={"messages": MESSAGES, "max_tokens": 2}).status_code == 200
+
+
+def test_no_disk_path_is_shown_without_a_served_model_name(engine, tiny_model_dir):
+    with serve(engine, served_model_name=None) as live:
+        ids = [m["id"] for m in httpx.get(live.url + "/v1/models").json()["data"]]
+        assert ids[0] == tiny_model_dir.name and not any("/" in m for m in ids)
+        resp = httpx.post(live.url + CHAT, json={"model": "other", "messages": MESSAGES})
+        error = assert_error(resp, 404, "model", repr(tiny_model_dir.name))  # the ids it serves
+        assert str(tiny_model_dir.parent) not in error["message"]
+        ok = httpx.post(
+            live.url + CHAT, json={"model": ids[0], "messages": MESSAGES, "max_tokens": 2}
+        )
+        assert ok.status_code == 200 and ok.json()["model"] == ids[0]

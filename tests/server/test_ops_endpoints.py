@@ -36,6 +36,15 @@ def test_load_snapshot(server):
         assert report[key] >= 0
 
 
+def test_the_gateway_reads_the_load_the_server_sends(server):
+    from localseek.gateway.health import parse_load
+
+    report = httpx.get(server.url + "/load").json()
+    assert parse_load(report) == (report["queued"], 8)
+    # The old, private shapes are not a report: one schema (localseek/api/load.py).
+    assert parse_load({"running": 1, "waiting": 0, "max_num_seqs": 8}) is None
+
+
 def _samples(text: str) -> dict[str, float]:
     out = {}
     for family in text_string_to_metric_families(text):

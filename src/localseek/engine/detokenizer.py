@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from localseek.engine.stop_matcher import StopMatcher
 from localseek.sampling_params import SamplingParams
 from localseek.weights.tokenizer import Tokenizer
 
@@ -24,15 +25,15 @@ class IncrementalDetokenizer:
     prefix/read offsets). While the window's text ends with U+FFFD, a character is split across
     tokens and nothing is emitted. The concatenated output equals `tokenizer.decode(output_ids)`.
 
-    Stop strings are searched only where new text could complete one, so each token costs
-    O(window + longest stop). `new_text()` holds back a tail that might still become a stop
-    string; `finish()` releases it.
+    Stop strings are matched incrementally (`StopMatcher`): each token costs O(window + its new
+    characters x number of stop strings), never a rescan of the text or of a stop string.
+    `new_text()` holds back a tail that might still become a stop string; `finish()` releases it.
     """
 
     def __init__(self, tokenizer: Tokenizer, params: SamplingParams, prompt_token_ids: list[int]):
         self._tokenizer = tokenizer
         self._skip_special = params.skip_special_tokens
-        self._stops = tuple(params.stop)
+        self._stops = StopMatcher(tuple(params.stop)) if params.stop else None
         self._include_stop = params.include_stop_str_in_output
         self._min_tokens = params.min_tokens
         self._ids = self._prompt_context(prompt_token_ids)
@@ -90,18 +91,12 @@ class IncrementalDetokenizer:
     def _append(self, chunk: str) -> str | None:
         if not chunk:
             return None
-        start = len(self._decoded)
         self._decoded += chunk
-        # Like the engine, a stop string only counts once min_tokens have been generated.
-        if not self._stops or self.num_tokens <= self._min_tokens:
+        if self._stops is None:
             return None
-        best: tuple[int, str] | None = None
-        for stop in self._stops:
-            # Only matches that end inside the new chunk: older ones were checked before.
-            at = self._decoded.find(stop, max(0, start - len(stop) + 1))
-            if at >= 0 and (best is None or at < best[0]):
-                best = (at, stop)
-        if best is None:
+        best = self._stops.feed(chunk)  # fed always: a stop may span the min_tokens boundary
+        # Like the engine, a stop string only counts once min_tokens have been generated.
+        if best is None or self.num_tokens <= self._min_tokens:
             return None
         at, stop = best
         self._stop_at = at + len(stop) if self._include_stop else at
@@ -115,18 +110,8 @@ class IncrementalDetokenizer:
             return self._stop_at
         if self._finished:
             return len(self._decoded)
-        return len(self._decoded) - self._stop_prefix_len()
-
-    def _stop_prefix_len(self) -> int:
-        """Length of the longest tail of the text that is a proper prefix of a stop string."""
-        text = self._decoded
-        longest = 0
-        for stop in self._stops:
-            for k in range(min(len(stop) - 1, len(text)), longest, -1):
-                if text.endswith(stop[:k]):
-                    longest = k
-                    break
-        return longest
+        held = self._stops.held() if self._stops is not None else 0
+        return len(self._decoded) - held
 
     @property
     def text(self) -> str:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from localseek.errors import LocalseekError, OverloadedError
-from localseek.gateway.admission import AdmissionQueue
+from localseek.api.body_limit import BodyLimitMiddleware
+from localseek.api.errors import install_error_handlers
+from localseek.api.event_stream import EventStreamResponse
+from localseek.errors import LocalseekError
 from localseek.gateway.balancer import Balancer
 from localseek.gateway.cache import (
     CacheBackend,
@@ -23,11 +24,13 @@ from localseek.gateway.cache import (
 )
 from localseek.gateway.circuit import STATE_VALUES
 from localseek.gateway.config import GatewayConfig
+from localseek.gateway.dependency import Dependency, GuardedBuckets, GuardedCache
 from localseek.gateway.dispatch import Dispatcher
 from localseek.gateway.health import HealthMonitor
 from localseek.gateway.limits import BucketStore, MemoryBucketStore, RateLimiter, RedisBucketStore
 from localseek.gateway.proxy import Forwarder, UpstreamRejected
 from localseek.gateway.service import GatewayService, Reply
+from localseek.gateway.slot_queue import SlotQueue
 from localseek.gateway.tenants import TenantDirectory
 from localseek.gateway.ui_status import gateway_ui_status
 from localseek.gateway.upstream import Upstream
@@ -54,11 +57,12 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
     ]
     tenants = TenantDirectory(config.tenants)
     balancer = Balancer(upstreams, config.balancer)
-    queue: AdmissionQueue[Upstream] = AdmissionQueue(config.admission.max_queue)
+    queue: SlotQueue[Upstream] = SlotQueue(config.admission.max_queue)
     dispatcher = Dispatcher(balancer, queue, config.admission, metrics)
     forwarder = Forwarder(dispatcher, config.admission, metrics)
-    cache = ResponseCache(config.cache, _cache_backend(config))
-    limiter = RateLimiter(_bucket_store(config))
+    redis = Dependency("redis", metrics)
+    cache = ResponseCache(config.cache, _cache_backend(config, redis))
+    limiter = RateLimiter(_bucket_store(config, redis))
     ledger = open_ledger(config.usage.path)
     service = GatewayService(
         config, upstreams, dispatcher, forwarder, cache, limiter, tenants, metrics, ledger
@@ -83,12 +87,7 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
     app.state.service = service
     app.state.upstreams = upstreams
 
-    @app.exception_handler(LocalseekError)
-    async def _localseek_error(_: Request, exc: LocalseekError) -> JSONResponse:
-        headers = {}
-        if isinstance(exc, OverloadedError):
-            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-        return JSONResponse(exc.to_openai(), status_code=exc.http_status, headers=headers)
+    install_error_handlers(app)
 
     @app.exception_handler(UpstreamRejected)
     async def _rejected(_: Request, exc: UpstreamRejected) -> JSONResponse:
@@ -139,7 +138,13 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
             for u in upstreams
         ]
         usable = any(s["circuit"] != "open" for s in states if s["kind"] == "local")
-        return {"status": "ok" if usable else "degraded", "upstreams": states}
+        for guarded in (cache.backend, limiter.store):
+            if not redis.up and isinstance(guarded, GuardedCache | GuardedBuckets):
+                await guarded.ping()  # reconnects on its own; the ping says whether it has
+        reply: dict = {"status": "ok" if usable and redis.up else "degraded", "upstreams": states}
+        if _uses_redis(config):
+            reply["redis"] = "up" if redis.up else "down"
+        return reply
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -158,23 +163,29 @@ def create_app(config: GatewayConfig, *, transport: TransportFactory | None = No
         lambda: gateway_ui_status(upstreams, queue, registry),
         lambda request: tenants.resolve(request.headers.get("authorization")),
     )
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
     return app
 
 
 def _to_response(reply: Reply) -> Response:
     if reply.stream is not None:
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **reply.headers}
-        return StreamingResponse(reply.stream, media_type="text/event-stream", headers=headers)
+        return EventStreamResponse(reply.stream, on_close=reply.close, headers=reply.headers)
     return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
 
-def _cache_backend(config: GatewayConfig) -> CacheBackend:
+def _uses_redis(config: GatewayConfig) -> bool:
+    return "redis" in (config.cache.backend, config.limits.backend)
+
+
+def _cache_backend(config: GatewayConfig, redis: Dependency) -> CacheBackend:
     if config.cache.backend == "redis":
-        return RedisCacheBackend(config.redis_url_for(config.cache), config.cache.ttl_s)
+        backend = RedisCacheBackend(config.redis_url_for(config.cache), config.cache.ttl_s)
+        return GuardedCache(backend, redis)
     return MemoryCacheBackend(config.cache.max_bytes, config.cache.ttl_s)
 
 
-def _bucket_store(config: GatewayConfig) -> BucketStore:
+def _bucket_store(config: GatewayConfig, redis: Dependency) -> BucketStore:
     if config.limits.backend == "redis":
-        return RedisBucketStore(config.redis_url_for(config.limits))
+        store = RedisBucketStore(config.redis_url_for(config.limits))
+        return GuardedBuckets(store, MemoryBucketStore(), config.limits.on_redis_error, redis)
     return MemoryBucketStore()

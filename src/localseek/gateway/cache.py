@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from localseek.gateway.config import CacheConfig
+from localseek.gateway.config import ResponseCacheConfig
 
 # Fields that change how an answer is delivered or labelled, never what it says. Everything else
 # (max_tokens, stop, tools, tool_choice, response_format, seed, logprobs, unknown extensions...)
@@ -100,7 +100,9 @@ class RedisCacheBackend:
     def __init__(self, url: str, ttl_s: float, prefix: str = "localseek:cache:"):
         import redis.asyncio as aioredis
 
-        self._redis = aioredis.Redis.from_url(url)
+        from localseek.gateway.limits import REDIS_TIMEOUTS
+
+        self._redis = aioredis.Redis.from_url(url, **REDIS_TIMEOUTS)
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._prefix = prefix
 
@@ -110,6 +112,9 @@ class RedisCacheBackend:
     async def set(self, key: str, value: bytes) -> None:
         await self._redis.set(self._prefix + key, value, px=self._ttl_ms)
 
+    async def ping(self) -> None:
+        await self._redis.ping()
+
     async def aclose(self) -> None:
         await self._redis.aclose()
 
@@ -117,7 +122,7 @@ class RedisCacheBackend:
 class ResponseCache:
     """Decides what is cacheable and stores complete (non-streamed) OpenAI responses."""
 
-    def __init__(self, config: CacheConfig, backend: CacheBackend):
+    def __init__(self, config: ResponseCacheConfig, backend: CacheBackend):
         self.config = config
         self.backend = backend
 

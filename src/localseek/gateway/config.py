@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from localseek.errors import ConfigError
 from localseek.gateway.config_parse import build_dataclass, load_config_file
 from localseek.gateway.detectors import DETECTORS
+from localseek.gateway.server_kinds import SERVER_KINDS
 from localseek.gateway.versions import PublicModelConfig, check_served
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -26,6 +27,9 @@ class UpstreamConfig:
     weight: int = 1  # share of traffic among the primaries of its tier
     backup: bool = False  # used only when every primary is down or saturated (nginx `backup`)
     kind: str = "local"  # local | cloud; cloud upstreams take only cloud-eligible requests
+    # What answers there: localseek | vllm | llama_cpp | ollama | openai; decides the health
+    # path and how load is read (server_kinds.py).
+    server: str = "localseek"
     api_key_env: str | None = None  # environment variable holding the upstream's key
     max_concurrency: int = 64  # requests in flight at once before the upstream counts as full
     models: tuple[str, ...] = ()  # model ids served; empty: any model
@@ -33,8 +37,8 @@ class UpstreamConfig:
     price_input_per_mtok: float = 0.0  # USD per million input tokens (cloud)
     price_output_per_mtok: float = 0.0  # USD per million output tokens (cloud)
     probe: bool | None = None  # active /health probes; None: on for local, off for cloud
-    health_url: str | None = None  # None: {scheme}://{host}/health
-    load_url: str | None = None  # None: {scheme}://{host}/load for local upstreams
+    health_url: str | None = None  # None: {scheme}://{host} + the server kind's health path
+    load_url: str | None = None  # None: {scheme}://{host} + the server kind's load path
     # How to ask this upstream to continue a partial answer after another one died mid-stream:
     # continue_final_message (vLLM, SGLang, localseek), prefix (DeepSeek's chat prefix), none.
     continuation: str = "continue_final_message"
@@ -51,6 +55,10 @@ class UpstreamConfig:
             raise ConfigError(f"url must be an http(s) URL, got {self.url!r}", param="url")
         if self.weight < 1:
             raise ConfigError(f"weight must be >= 1, got {self.weight}", param="weight")
+        if self.server not in SERVER_KINDS:
+            raise ConfigError(
+                f"server must be one of {sorted(SERVER_KINDS)}, got {self.server!r}", param="server"
+            )
         if self.kind not in ("local", "cloud"):
             raise ConfigError(f"kind must be local or cloud, got {self.kind!r}", param="kind")
         if self.max_concurrency < 1:
@@ -104,11 +112,14 @@ class HealthConfig:
 class BalancerConfig:
     """How a replica is chosen among the healthy ones."""
 
+    strategy: str = "least_load"  # least_load | round_robin (weighted, smooth)
     affinity: str = "none"  # none | user | prefix | user_or_prefix
     affinity_min_prefix_chars: int = 256  # prompts shorter than this have no prefix affinity
     affinity_max_entries: int = 10_000  # LRU bound of the affinity index
 
     def __post_init__(self) -> None:
+        if self.strategy not in ("least_load", "round_robin"):
+            raise ConfigError(f"strategy must be least_load or round_robin, got {self.strategy!r}")
         if self.affinity not in ("none", "user", "prefix", "user_or_prefix"):
             raise ConfigError(
                 f"affinity must be none, user, prefix or user_or_prefix, got {self.affinity!r}"
@@ -118,7 +129,7 @@ class BalancerConfig:
 
 
 @dataclass(frozen=True)
-class AdmissionConfig:
+class DispatchConfig:
     """The bounded wait for a local slot, and overflow to the cloud."""
 
     max_queue: int = 256  # requests waiting for a slot; beyond it: 429 at once
@@ -161,7 +172,7 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
-class CacheConfig:
+class ResponseCacheConfig:
     """The response cache."""
 
     enabled: bool = True
@@ -186,10 +197,16 @@ class LimitsConfig:
     backend: str = "memory"  # memory | redis (shared by every gateway replica)
     redis_url: str | None = None  # None: the top-level redis_url
     default_max_tokens: int = 256  # output tokens assumed at admission when max_tokens is absent
+    # While Redis is unreachable: allow (no limit), deny (503), local (per-process buckets).
+    on_redis_error: str = "local"
 
     def __post_init__(self) -> None:
         if self.backend not in ("memory", "redis"):
             raise ConfigError(f"backend must be memory or redis, got {self.backend!r}")
+        if self.on_redis_error not in ("allow", "deny", "local"):
+            raise ConfigError(
+                f"on_redis_error must be allow, deny or local, got {self.on_redis_error!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -235,11 +252,12 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     redis_url: str | None = None  # shared by cache and limits unless they name their own
+    max_body_bytes: int = 4 << 20  # larger request bodies get 413 while being read (as serve's)
     health: HealthConfig = HealthConfig()
     balancer: BalancerConfig = BalancerConfig()
-    admission: AdmissionConfig = AdmissionConfig()
+    admission: DispatchConfig = DispatchConfig()
     policy: PolicyConfig = PolicyConfig()
-    cache: CacheConfig = CacheConfig()
+    cache: ResponseCacheConfig = ResponseCacheConfig()
     limits: LimitsConfig = LimitsConfig()
     usage: UsageConfig = UsageConfig()
     tenants: tuple[TenantConfig, ...] = ()  # empty: no API keys, one anonymous tenant
@@ -251,6 +269,8 @@ class GatewayConfig:
             raise ConfigError("at least one upstream is required", param="upstreams")
         _unique([u.name for u in self.upstreams], "upstreams")
         _unique([t.name for t in self.tenants], "tenants")
+        if self.max_body_bytes < 1024:
+            raise ConfigError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
         if not any(u.kind == "local" for u in self.upstreams):
             raise ConfigError("at least one upstream must have kind: local", param="upstreams")
         check_served(self.models, lambda m: any(u.serves(m) for u in self.upstreams))
@@ -258,7 +278,7 @@ class GatewayConfig:
             if part.backend == "redis" and not (part.redis_url or self.redis_url):
                 raise ConfigError(f"{name}.backend is redis but no redis_url is set")
 
-    def redis_url_for(self, part: CacheConfig | LimitsConfig) -> str | None:
+    def redis_url_for(self, part: ResponseCacheConfig | LimitsConfig) -> str | None:
         return part.redis_url or self.redis_url
 
 

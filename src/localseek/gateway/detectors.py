@@ -1,24 +1,30 @@
-"""Detectors of sensitive content: PRC resident IDs, mainland mobiles, bank cards, e-mail."""
+"""Detectors of sensitive content: PRC resident IDs, mainland mobiles, bank cards, e-mail.
+
+Each reads the normalized views of a string (normalize.py), so full-width digits, numbers
+grouped by spaces, dashes or dots, and "(at)" for @ are caught as the plain spelling is.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 
+from localseek.gateway.normalize import TextViews
+
 # 18-character resident identity number (GB 11643-1999): region, birth date, sequence, check.
 _PRC_ID = re.compile(
-    r"(?<![0-9A-Za-z])([1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[0-9Xx])(?![0-9A-Za-z])"
+    r"[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[0-9Xx]"
 )
 _PRC_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _PRC_ID_CHECK = "10X98765432"
 
-# Mainland mobile: 1[3-9]x xxxx xxxx, optionally +86 / 0086, optionally grouped 3-4-4.
-_CN_MOBILE = re.compile(r"(?<![0-9])(?:(?:\+|00)86[ -]?)?1[3-9]\d[ -]?\d{4}[ -]?\d{4}(?![0-9])")
+# Mainland mobile: 1[3-9]x xxxx xxxx, optionally after 86 / 0086 (the + is not a digit).
+_CN_MOBILE = re.compile(r"(?:0086|86)?1[3-9]\d{9}")
 
-# Card numbers: 13-19 digits, optionally grouped by spaces or dashes; confirmed by Luhn.
-_CARD = re.compile(r"(?<![0-9])\d(?:[ -]?\d){12,18}(?![0-9])")
-
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# E-mail around one @: a local-part character to its left, a dotted domain to its right.
+_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_DOMAIN = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_MAX_DOMAIN = 255
 
 
 def prc_id_checksum_ok(number: str) -> bool:
@@ -40,29 +46,49 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def has_prc_id(text: str) -> bool:
-    return any(prc_id_checksum_ok(m.group(1)) for m in _PRC_ID.finditer(text))
+def prc_id(views: TextViews) -> bool:
+    return any(_PRC_ID.fullmatch(n) and prc_id_checksum_ok(n) for n in views.numbers)
 
 
-def has_cn_mobile(text: str) -> bool:
-    return _CN_MOBILE.search(text) is not None
+def cn_mobile(views: TextViews) -> bool:
+    return any(_CN_MOBILE.fullmatch(n) for n in views.numbers)
 
 
-def has_bank_card(text: str) -> bool:
-    for m in _CARD.finditer(text):
-        digits = re.sub(r"[ -]", "", m.group(0))
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
+def bank_card(views: TextViews) -> bool:
+    return any(13 <= len(n) <= 19 and n.isdigit() and luhn_ok(n) for n in views.numbers)
+
+
+def email(views: TextViews) -> bool:
+    text = views.email
+    at = text.find("@")
+    while at != -1:
+        # A bounded window around each @, never a scan from every start: linear in the text.
+        domain = text[at + 1 : at + 1 + _MAX_DOMAIN]
+        if at > 0 and text[at - 1] in _LOCAL_CHARS and _DOMAIN.match(domain):
             return True
+        at = text.find("@", at + 1)
     return False
 
 
+def has_prc_id(text: str) -> bool:
+    return prc_id(TextViews(text))
+
+
+def has_cn_mobile(text: str) -> bool:
+    return cn_mobile(TextViews(text))
+
+
+def has_bank_card(text: str) -> bool:
+    return bank_card(TextViews(text))
+
+
 def has_email(text: str) -> bool:
-    return _EMAIL.search(text) is not None
+    return email(TextViews(text))
 
 
-DETECTORS: dict[str, Callable[[str], bool]] = {
-    "prc_id": has_prc_id,
-    "cn_mobile": has_cn_mobile,
-    "bank_card": has_bank_card,
-    "email": has_email,
+DETECTORS: dict[str, Callable[[TextViews], bool]] = {
+    "prc_id": prc_id,
+    "cn_mobile": cn_mobile,
+    "bank_card": bank_card,
+    "email": email,
 }

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from localseek.errors import OverloadedError
-from localseek.gateway.admission import AdmissionQueue
 from localseek.gateway.balancer import Balancer, RouteRequest
 from localseek.gateway.circuit import OPEN
-from localseek.gateway.config import AdmissionConfig
+from localseek.gateway.config import DispatchConfig
+from localseek.gateway.lease import Lease
 from localseek.gateway.request import GatewayRequest
+from localseek.gateway.slot_queue import SlotQueue
 from localseek.gateway.upstream import Upstream
 from localseek.ops.metrics.gateway import GatewayMetrics
 
@@ -19,7 +20,7 @@ class NoUpstreamLeft(Exception):
 
 
 class Dispatcher:
-    """Finds an upstream for a request and counts it in flight there until `release`.
+    """Finds an upstream for a request and hands it out as a Lease, which alone releases it.
 
     Order: a free local slot (unless others already wait for one: no queue jumping); for a
     cloud-eligible request, a cloud upstream (after waiting overflow_after_s for local, if set);
@@ -31,8 +32,8 @@ class Dispatcher:
     def __init__(
         self,
         balancer: Balancer,
-        queue: AdmissionQueue[Upstream],
-        config: AdmissionConfig,
+        queue: SlotQueue[Upstream],
+        config: DispatchConfig,
         metrics: GatewayMetrics,
     ):
         self.balancer = balancer
@@ -45,8 +46,15 @@ class Dispatcher:
 
     async def acquire(
         self, req: GatewayRequest, exclude: frozenset[str], *, needs_continuation: bool = False
-    ) -> Upstream:
-        route = RouteRequest(req.model, req.affinity_key, exclude, needs_continuation)
+    ) -> Lease:
+        """A held slot on the chosen upstream; raises OverloadedError or NoUpstreamLeft."""
+        chosen = await self._choose(
+            req, RouteRequest(req.model, req.affinity_key, exclude, needs_continuation)
+        )
+        # No await between the balancer counting the slot and the lease owning it.
+        return Lease(chosen, self, self._metrics)
+
+    async def _choose(self, req: GatewayRequest, route: RouteRequest) -> Upstream:
         if self.queue.depth == 0:
             chosen = self.balancer.pick_local(route)
             if chosen is not None:
@@ -88,7 +96,8 @@ class Dispatcher:
                 lambda: self.balancer.pick_local(route, last_resort=True),
                 priority=req.tenant.priority,
                 timeout=timeout,
-                give_back=self.release,
+                # A slot granted in the instant its waiter was cancelled: returned unused.
+                give_back=lambda upstream: Lease(upstream, self, self._metrics).close(),
             )
         finally:
             self._metrics.queue_depth.set(self.queue.depth)
@@ -98,5 +107,9 @@ class Dispatcher:
         return "local_full" if any(u.circuit.state != OPEN for u in local) else "local_down"
 
     def release(self, upstream: Upstream) -> None:
+        """Called by Lease.close only."""
         upstream.release()
         self.queue.notify()
+
+    def record_service_time(self, seconds: float) -> None:
+        self.queue.record_service_time(seconds)

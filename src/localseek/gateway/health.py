@@ -9,7 +9,9 @@ from typing import Any
 
 import httpx
 
+from localseek.api.load import LoadReport
 from localseek.gateway.config import HealthConfig
+from localseek.gateway.server_kinds import SERVER_KINDS
 from localseek.gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,8 @@ class HealthMonitor:
 
     async def probe(self, upstream: Upstream) -> bool:
         timeout = self._config.probe_timeout_s
-        url = upstream.config.health_url or f"{upstream.config.root_url}/health"
+        kind = SERVER_KINDS[upstream.config.server]
+        url = upstream.config.health_url or upstream.config.root_url + kind.health_path
         try:
             response = await upstream.client.get(url, timeout=timeout)
             ok = response.status_code < 400
@@ -81,30 +84,23 @@ class HealthMonitor:
         return True
 
     async def _read_load(self, upstream: Upstream, timeout: float) -> None:
-        url = upstream.config.load_url or f"{upstream.config.root_url}/load"
+        kind = SERVER_KINDS[upstream.config.server]
+        if kind.load_path is None or kind.parse_load is None:
+            return  # no load signal: routing uses the gateway's own in-flight count
+        url = upstream.config.load_url or upstream.config.root_url + kind.load_path
         try:
             response = await upstream.client.get(url, timeout=timeout)
         except httpx.HTTPError:
             return
         if response.status_code == 404:
-            self._no_load.add(upstream.name)  # not a localseek engine: route on in-flight only
+            self._no_load.add(upstream.name)  # metrics or /load are off: in-flight only
             return
-        try:
-            report = response.json()
-        except ValueError:
-            return
-        parsed = parse_load(report)
+        parsed = kind.parse_load(response) if response.status_code == 200 else None
         if parsed is not None:
             upstream.set_report(*parsed)
 
 
-def parse_load(report: Any) -> tuple[int, int | None] | None:
-    """(running + waiting, capacity) from a /load body: {"running", "waiting", "max_num_seqs"}."""
-    if not isinstance(report, dict):
-        return None
-    running = report.get("running", report.get("num_running", 0))
-    waiting = report.get("waiting", report.get("num_waiting", 0))
-    capacity = report.get("max_num_seqs", report.get("capacity"))
-    if not all(isinstance(v, int) for v in (running, waiting)):
-        return None
-    return running + waiting, capacity if isinstance(capacity, int) and capacity > 0 else None
+def parse_load(body: Any) -> tuple[int, int] | None:
+    """(running + waiting, capacity) from a localseek /load body (api/load.py), or None."""
+    report = LoadReport.read(body)
+    return None if report is None else (report.queued, report.capacity)

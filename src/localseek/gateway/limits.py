@@ -10,6 +10,10 @@ from typing import Protocol
 from localseek.errors import RateLimitError
 from localseek.gateway.config import TenantConfig
 
+# A Redis that stops answering costs a request this long at most, once (dependency.py then
+# leaves it alone for a while); a healthy one answers in well under a millisecond.
+REDIS_TIMEOUTS = {"socket_connect_timeout": 0.5, "socket_timeout": 1.0}
+
 
 @dataclass(frozen=True)
 class Bucket:
@@ -114,7 +118,7 @@ class RedisBucketStore:
     def __init__(self, url: str, prefix: str = "localseek:limits:"):
         import redis.asyncio as aioredis
 
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = aioredis.Redis.from_url(url, **REDIS_TIMEOUTS)
         self._prefix = prefix
         self._take = self._redis.register_script(_TAKE_LUA)
         self._adjust = self._redis.register_script(_ADJUST_LUA)
@@ -130,6 +134,9 @@ class RedisBucketStore:
         await self._adjust(
             keys=[self._prefix + bucket.key], args=[bucket.capacity, bucket.rate, delta]
         )
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def aclose(self) -> None:
         await self._redis.aclose()

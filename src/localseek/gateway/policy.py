@@ -9,6 +9,7 @@ from typing import Any
 
 from localseek.gateway.config import PolicyConfig
 from localseek.gateway.detectors import DETECTORS
+from localseek.gateway.normalize import TextViews, nfkc, unspaced
 
 SENSITIVE_HEADER = "x-data-class"
 
@@ -25,14 +26,17 @@ class DataPolicy:
     """Local-only if the tenant is, if the header says sensitive, or if a detector fires.
 
     Every string in the request body is scanned (system, user, assistant and tool messages, the
-    prompt, tool definitions), because sensitive data in a system prompt leaks just as surely.
+    prompt, tool definitions), because sensitive data in a system prompt leaks just as surely;
+    so are object keys and numbers (an ID used as a key, a phone number sent as a number).
+    Rules read normalized text (normalize.py): full-width forms, grouped digits, "(at)", and
+    letters spaced out are caught as their plain spelling is.
     """
 
     def __init__(self, config: PolicyConfig):
         self._config = config
         self._detectors = [(name, DETECTORS[name]) for name in config.detectors]
         self._patterns = [re.compile(p) for p in config.patterns]
-        self._keywords = [k.lower() for k in config.keywords if k]
+        self._keywords = [unspaced(nfkc(k)).lower() for k in config.keywords if k]
 
     def classify(
         self, body: dict[str, Any], *, tenant_local_only: bool, data_class: str | None
@@ -52,24 +56,29 @@ class DataPolicy:
     def scan(self, body: dict[str, Any]) -> str | None:
         """The label of the first rule that finds sensitive content, or None."""
         for text in _strings(body):
+            views = TextViews(text)
             for name, detect in self._detectors:
-                if detect(text):
+                if detect(views):
                     return f"detector:{name}"
-            if any(p.search(text) for p in self._patterns):
+            if any(p.search(views.text) for p in self._patterns):
                 return "pattern"
-            lowered = text.lower()
-            if any(k in lowered for k in self._keywords):
+            if self._keywords and any(k in views.words for k in self._keywords):
                 return "keyword"
         return None
 
 
 def _strings(value: Any) -> Iterator[str]:
-    """Every string inside a JSON value, depth first."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
+    """Every string, key and number inside a JSON value (iterative: depth is not a risk)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                yield str(key)
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            yield str(item)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import time
@@ -12,10 +13,12 @@ from typing import Any
 
 import httpx
 
+from localseek.api.errors import error_body, error_type_for_status
 from localseek.errors import OverloadedError, UpstreamError
-from localseek.gateway.config import AdmissionConfig
+from localseek.gateway.config import DispatchConfig
 from localseek.gateway.dispatch import Dispatcher, NoUpstreamLeft
-from localseek.gateway.request import ROUTES, GatewayRequest
+from localseek.gateway.lease import Lease
+from localseek.gateway.request import ROUTES, GatewayRequest, encode_body
 from localseek.gateway.upstream import Upstream
 from localseek.ops.metrics.gateway import GatewayMetrics
 
@@ -33,12 +36,21 @@ class UpstreamRejected(Exception):
 
 @dataclass
 class Opened:
-    """An upstream that answered 200, holding a slot until released."""
+    """An upstream that answered 200; owns its lease and response until `aclose()`."""
 
-    upstream: Upstream
+    lease: Lease
     response: httpx.Response
-    started: float
     body: dict[str, Any] | None = None  # the parsed JSON for non-streamed requests
+
+    @property
+    def upstream(self) -> Upstream:
+        return self.lease.upstream
+
+    async def aclose(self) -> None:
+        try:
+            await self.response.aclose()
+        finally:
+            self.lease.close()
 
 
 @dataclass
@@ -55,7 +67,7 @@ class Attempts:
 class Forwarder:
     """Sends a request to an upstream chosen by the dispatcher, retrying elsewhere on failure."""
 
-    def __init__(self, dispatcher: Dispatcher, config: AdmissionConfig, metrics: GatewayMetrics):
+    def __init__(self, dispatcher: Dispatcher, config: DispatchConfig, metrics: GatewayMetrics):
         self.dispatcher = dispatcher
         self._config = config
         self._metrics = metrics
@@ -69,14 +81,18 @@ class Forwarder:
         stream: bool,
         needs_continuation: bool = False,
     ) -> Opened:
-        """The first upstream to answer 200 (and, unless streaming, deliver a whole JSON body)."""
+        """The first upstream to answer 200 (and, unless streaming, deliver a whole JSON body).
+
+        A streamed Opened still holds its lease: the caller must `aclose()` it. A non-streamed
+        one has already given its slot back.
+        """
         loop = asyncio.get_running_loop()
         while tried.count < self._config.max_attempts:
             remaining = req.deadline - loop.time()
             if remaining <= 0:
                 break
             try:
-                upstream = await self.dispatcher.acquire(
+                lease = await self.dispatcher.acquire(
                     req, frozenset(tried.exclude), needs_continuation=needs_continuation
                 )
             except NoUpstreamLeft:
@@ -84,7 +100,7 @@ class Forwarder:
             if tried.count:
                 self._metrics.retries.inc()
             tried.count += 1
-            opened = await self._try(upstream, req, build(upstream), remaining, stream, tried)
+            opened = await self._try(lease, req, build, remaining, stream, tried)
             if opened is not None:
                 return opened
         if tried.retry_after and tried.rate_limited_only:
@@ -97,100 +113,88 @@ class Forwarder:
 
     async def _try(
         self,
-        upstream: Upstream,
+        lease: Lease,
         req: GatewayRequest,
-        body: dict[str, Any],
+        build: BodyBuilder,
         remaining: float,
         stream: bool,
         tried: Attempts,
     ) -> Opened | None:
-        timeout = httpx.Timeout(remaining, connect=min(self._config.connect_timeout_s, remaining))
-        started = time.monotonic()
-        request = upstream.client.build_request(
-            "POST", upstream.url(ROUTES[req.route]), json=body, timeout=timeout
-        )
-        response: httpx.Response | None = None
-        try:
-            response = await upstream.client.send(request, stream=True)
-            if response.status_code != 200:
-                await response.aread()
-                return self._refused(upstream, response, tried)
-            opened = Opened(upstream, response, started)
-            if not stream:
-                opened.body = json.loads(await response.aread())
-                await response.aclose()
-                self.finish(opened, ok=True)
+        """One attempt, entirely inside the lease: whatever is raised, the slot comes back."""
+        async with contextlib.AsyncExitStack() as owned:
+            await owned.enter_async_context(lease)
+            upstream = lease.upstream
+            content = encode_body(build(upstream))  # a client error here is never the upstream's
+            timeout = httpx.Timeout(
+                remaining, connect=min(self._config.connect_timeout_s, remaining)
+            )
+            request = upstream.client.build_request(
+                "POST",
+                upstream.url(ROUTES[req.route]),
+                content=content,
+                headers={"content-type": "application/json"},
+                timeout=timeout,
+            )
+            try:
+                response = await upstream.client.send(request, stream=True)
+                owned.push_async_callback(response.aclose)  # closed before the lease (LIFO)
+                if response.status_code != 200:
+                    await response.aread()
+                    self._refused(lease, response, tried)
+                    return None
+                opened = Opened(lease, response)
+                if not stream:
+                    opened.body = json.loads(await response.aread())
+                    lease.ok()
+                    return opened
+            except (httpx.HTTPError, ValueError) as exc:
+                self.failed(lease, error_kind(exc), tried, f"{upstream.name}: {type(exc).__name__}")
+                return None
+            owned.pop_all()  # the stream's reader owns the lease and the response from here
             return opened
-        except (httpx.HTTPError, ValueError) as exc:
-            if response is not None:
-                await response.aclose()
-            self.fail(upstream, error_kind(exc), tried, f"{upstream.name}: {type(exc).__name__}")
-            return None
-        except BaseException:  # cancelled (client gone) or a 4xx passed through
-            upstream.circuit.cancel_trial()
-            self.dispatcher.release(upstream)
-            if response is not None:
-                await response.aclose()
-            raise
 
-    def _refused(
-        self, upstream: Upstream, response: httpx.Response, tried: Attempts
-    ) -> Opened | None:
+    def _refused(self, lease: Lease, response: httpx.Response, tried: Attempts) -> None:
+        """A non-200 answer: 429 and 5xx count against the upstream; other 4xx are raised."""
         status = response.status_code
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             kind = "status_429" if status == 429 else "status_5xx"
             if status == 429:
                 tried.retry_after.append(retry_after if retry_after is not None else 1.0)
-            self.fail(upstream, kind, tried, f"{upstream.name}: HTTP {status}", retry_after)
-            return None
+            self.failed(lease, kind, tried, f"{lease.upstream.name}: HTTP {status}", retry_after)
+            return
         # 4xx (other than 429): the request itself is wrong, every upstream would say the same.
-        # The caller's BaseException handler releases the slot.
-        upstream.circuit.record_success()
-        self._metrics.upstream_requests.labels(upstream.name, "rejected").inc()
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = {
-                "error": {
-                    "message": response.text[:500],
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": None,
-                }
-            }
-        raise UpstreamRejected(status, payload if isinstance(payload, dict) else {"error": payload})
+        lease.rejected()
+        raise UpstreamRejected(status, openai_error_payload(status, response))
 
-    def fail(
+    def failed(
         self,
-        upstream: Upstream,
+        lease: Lease,
         kind: str,
         tried: Attempts,
         message: str,
         retry_after: float | None = None,
     ) -> None:
-        """Count a failure against the upstream, release its slot, and never retry it."""
-        upstream.circuit.record_failure(retry_after if kind == "status_429" else None)
+        """Count a failure against the lease's upstream and never retry that one."""
+        lease.failed(kind, retry_after)
         if kind != "status_429":
             tried.rate_limited_only = False
-        tried.exclude.add(upstream.name)
+        tried.exclude.add(lease.upstream.name)
         tried.errors.append(message)
-        self._metrics.upstream_errors.labels(upstream.name, kind).inc()
-        self._metrics.upstream_requests.labels(upstream.name, "error").inc()
-        self.dispatcher.release(upstream)
 
-    def finish(self, opened: Opened, *, ok: bool) -> None:
-        """Release a slot after a complete answer (ok) or a client that went away (not ok)."""
-        upstream = opened.upstream
-        elapsed = time.monotonic() - opened.started
-        if ok:
-            upstream.circuit.record_success()
-            self._metrics.upstream_latency.labels(upstream.name).observe(elapsed)
-            self.dispatcher.queue.record_service_time(elapsed)
-        else:
-            upstream.circuit.cancel_trial()
-        self._metrics.upstream_requests.labels(upstream.name, "ok" if ok else "cancelled").inc()
-        self.dispatcher.release(upstream)
+
+def openai_error_payload(status: int, response: httpx.Response) -> dict[str, Any]:
+    """An upstream's error body in OpenAI's shape, whatever shape it came in."""
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return {"error": {"type": "invalid_request_error", "param": None, "code": None, **error}}
+    detail = payload.get("detail") if isinstance(payload, dict) else None
+    message = detail if isinstance(detail, str) else response.text[:500]
+    return error_body(f"upstream answered HTTP {status}: {message}", error_type_for_status(status))
 
 
 def error_kind(exc: BaseException) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 from collections.abc import AsyncIterator
@@ -70,25 +69,17 @@ class StreamRelay:
         self._role_sent: set[int] = set()
         self._fixed: dict[str, Any] = {}
 
-    def __del__(self) -> None:
-        # Fallback for an ASGI stack that drops a response without ever iterating its body
-        # (then events()' cleanup never runs): give the slot back rather than leak it. With
-        # Starlette 1.10 the body is started and cancelled when the client leaves, even before
-        # the first byte, so events()' `finally` does it (tests/gateway/test_client_disconnect).
-        opened = self.__dict__.get("_opened")
-        if opened is not None:
-            self._opened = None
-            self._forwarder.finish(opened, ok=False)
-            try:
-                asyncio.get_running_loop().create_task(opened.response.aclose())
-            except RuntimeError:
-                pass  # no loop any more: the process is exiting
-
     async def start(self) -> None:
         """Open the first upstream stream; failures here are retried, then raised to the client."""
         self._opened = await self._forwarder.open(
             self._req, lambda u: upstream_body(self._req, u), self.tried, stream=True
         )
+
+    async def aclose(self) -> None:
+        """Give back the stream held, if any (the client left, or the body was never sent)."""
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            await opened.aclose()
 
     async def events(self) -> AsyncIterator[bytes]:
         try:
@@ -100,26 +91,23 @@ class StreamRelay:
                         yield data
                 except (httpx.HTTPError, ValueError, _InStreamError) as exc:
                     cut, kind = True, _kind(exc)
-                await opened.response.aclose()
-                self._opened = None
                 self.last_upstream = opened.upstream
                 if not cut:
-                    self._forwarder.finish(opened, ok=True)
+                    opened.lease.ok()
+                    await self.aclose()
                     self.completed = True
                     yield DONE_EVENT
                     return
-                self._forwarder.fail(
-                    opened.upstream, kind, self.tried, f"{opened.upstream.name}: cut mid-stream"
+                self._forwarder.failed(
+                    opened.lease, kind, self.tried, f"{opened.upstream.name}: cut mid-stream"
                 )
+                await self.aclose()
                 self.sent.cut(partial=any(self.assembler.text.values()))
                 self.assembler.usage = None  # the cut stream's usage so far is not the answer's
                 async for data in self._continue():
                     yield data
         finally:
-            if self._opened is not None:  # the client went away mid-stream
-                await self._opened.response.aclose()
-                self._forwarder.finish(self._opened, ok=False)
-                self._opened = None
+            await self.aclose()  # the client went away mid-stream: no verdict on the upstream
 
     async def _relay(self, opened: Opened) -> AsyncIterator[bytes]:
         done = False

@@ -12,6 +12,7 @@ from localseek.gateway.config import TenantConfig
 from localseek.gateway.policy import Classification
 
 ROUTES = {"chat": "chat/completions", "completions": "completions"}
+MAX_JSON_DEPTH = 64  # deeper bodies are refused: nothing in the OpenAI API nests past ~10
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,18 @@ class GatewayRequest:
 def parse_body(route: str, raw: bytes) -> dict[str, Any]:
     """The JSON body, checked enough that no malformed request reaches an upstream."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise InvalidRequestError(
+            f"request body nests deeper than {MAX_JSON_DEPTH} levels"
+        ) from exc
+    except ValueError as exc:  # UnicodeDecodeError included
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidRequestError("request body must be a JSON object")
+    if _depth_exceeds(body, MAX_JSON_DEPTH):
+        raise InvalidRequestError(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    encode_body(body)  # a lone surrogate cannot be forwarded: refuse it here, as the client's
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequestError(
@@ -70,6 +78,37 @@ def parse_body(route: str, raw: bytes) -> dict[str, Any]:
             f"'stream' must be a boolean, got {body['stream']!r}", param="stream"
         )
     return body
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """The body as UTF-8 JSON for an upstream; InvalidRequestError if it cannot be encoded."""
+    try:
+        text = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            "request body contains a lone UTF-16 surrogate (e.g. \\ud800), which is not text"
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequestError(f"request body cannot be encoded as JSON: {exc}") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidRequestError(f"request body contains {name}, which is not valid JSON")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether containers nest more than `limit` deep (iterative: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in item)
+    return False
 
 
 def _check_messages(messages: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ class Reply:
     body: dict[str, Any] | None = None
     stream: AsyncIterator[bytes] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    close: Callable[[], Awaitable[None]] | None = None  # run once the stream's response ends
 
 
 class GatewayService:
@@ -84,7 +85,7 @@ class GatewayService:
         if req.stream:
             relay = StreamRelay(self._forwarder, req, self._metrics)
             await relay.start()
-            return Reply(stream=self._stream(req, relay))
+            return Reply(stream=self._stream(req, relay), close=relay.aclose)
         opened = await self._forwarder.open(
             req, lambda u: upstream_body(req, u), Attempts(), stream=False
         )

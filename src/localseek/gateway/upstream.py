@@ -10,11 +10,11 @@ import httpx
 
 from localseek.errors import ConfigError
 from localseek.gateway.circuit import CircuitBreaker
-from localseek.gateway.config import AdmissionConfig, HealthConfig, UpstreamConfig
+from localseek.gateway.config import DispatchConfig, HealthConfig, UpstreamConfig
 
 
 @dataclass(frozen=True)
-class LoadReport:
+class LoadSnapshot:
     """What an upstream's /load said, and the gateway's own in-flight count at that moment."""
 
     queued: int  # running + waiting requests on the upstream (from every gateway)
@@ -35,7 +35,7 @@ class Upstream:
         self,
         config: UpstreamConfig,
         health: HealthConfig,
-        admission: AdmissionConfig,
+        admission: DispatchConfig,
         clock: Callable[[], float],
         transport: httpx.AsyncBaseTransport | None = None,
     ):
@@ -43,7 +43,7 @@ class Upstream:
         self.name = config.name
         self.circuit = CircuitBreaker(health, clock)
         self.in_flight = 0
-        self.report: LoadReport | None = None
+        self.report: LoadSnapshot | None = None
         self._clock = clock
         self._report_ttl = 3 * health.interval_s
         headers = {}
@@ -98,7 +98,7 @@ class Upstream:
         self.in_flight -= 1
 
     def set_report(self, queued: int, capacity: int | None) -> None:
-        self.report = LoadReport(queued, capacity, self.in_flight, self._clock())
+        self.report = LoadSnapshot(queued, capacity, self.in_flight, self._clock())
 
     def url(self, route: str) -> str:
         return f"{self.config.url.rstrip('/')}/{route}"

@@ -217,6 +217,26 @@ class AdmissionQueue:
         )
         return Decision(displaced=displaced)
 
+    def certain_refusal(self, priority: int, slots: int = 1) -> Refusal | None:
+        """The refusal offer() would give a request of this priority whatever its cost, or None.
+
+        Known before the request is rendered and tokenized (its cost is not): it cannot start
+        now, the queue is full by count, and nobody waiting has a lower priority to displace.
+        """
+        slots = max(1, min(slots, self.total_slots))
+        ahead = any(t.priority <= priority for t in self._waiting)
+        if not ahead and slots <= self.free_slots:
+            return None
+        if len(self._waiting) < self.config.max_queue:
+            return None
+        if any(t.priority > priority for t in self._waiting):
+            return None
+        return self._refusal(
+            "queue_full",
+            self._seconds_for(self._head_cost(count=1)),
+            f"the queue is full ({len(self._waiting)} of {self.config.max_queue} requests waiting)",
+        )
+
     def pop_startable(self) -> list[Ticket]:
         """Start waiting tickets, best first, while the head's slots are free.
 

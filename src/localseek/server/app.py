@@ -16,15 +16,15 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from localseek import __version__
+from localseek.api.body_limit import BodyLimitMiddleware
+from localseek.api.errors import error_body, install_error_handlers
+from localseek.api.load import LoadReport
 from localseek.errors import AuthenticationError
-from localseek.server.body_limit import BodyLimitMiddleware
 from localseek.server.config import ServerConfig
-from localseek.server.error_handlers import error_body, install_error_handlers
 from localseek.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
-    LoadReport,
     ModelCard,
     ModelList,
 )

@@ -39,6 +39,16 @@ class AdmissionGate:
         self._on_refused = on_refused or (lambda reason: None)
         self._waiters: dict[Ticket, asyncio.Future] = {}
 
+    def refuse_early(self, priority: int, slots: int) -> None:
+        """Raise OverloadedError now if the request will be refused whatever it costs: before
+        the chat template is rendered and the prompt tokenized, so a full server answers its
+        429 in microseconds, not after a busy worker thread gets to it."""
+        self._fail_all(self.queue.expire())
+        refusal = self.queue.certain_refusal(priority, slots)
+        if refusal is not None:
+            self._on_refused(refusal.reason)
+            raise overloaded(refusal)
+
     async def enter(self, ticket: Ticket) -> None:
         """Return once the ticket holds its slots; raise OverloadedError if refused."""
         self._fail_all(self.queue.expire())

@@ -356,19 +356,3 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-
-class LoadReport(BaseModel):
-    """GET /load: what a gateway routes on."""
-
-    model: str
-    running: int  # engine sequences running (server-side view, n counted)
-    waiting: int  # requests waiting in the server's admission queue
-    queued: int  # running + waiting: the gateway's "load"
-    capacity: int  # sequences the engine runs at once (max_num_seqs)
-    max_queue: int
-    queued_tokens: int
-    kv_usage: float  # fraction of KV blocks held
-    estimated_wait_s: float  # for a new priority-0 request
-    generation_tokens_per_s: float  # recent decode throughput
-    drain_tokens_per_s: float | None  # measured admission drain rate (declared-cost units)

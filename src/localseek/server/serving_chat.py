@@ -29,10 +29,12 @@ from localseek.server.protocol import (
     Usage,
 )
 from localseek.server.reasoning import CLOSE_TAG, ReasoningSplitter, prompt_opens_reasoning
+from localseek.server.refuse_fast import refuse_if_full
 from localseek.server.sampling import Limits, build_jobs
 from localseek.server.state import ServerState
 from localseek.server.streaming import DONE, sse
 from localseek.server.structured_output import response_grammar
+from localseek.server.text_check import require_text
 from localseek.server.thinking import thinking_template_kwargs
 from localseek.server.tool_calls import ToolCallStream, parse_tool_calls, tool_call_deltas
 from localseek.server.tool_choice import NO_TOOLS, ToolPlan, plan_tools
@@ -112,7 +114,7 @@ def render_chat(
             f"the chat template cannot render these messages: {exc}", param="messages"
         ) from exc
     # The template already carries BOS where the model wants it.
-    prompt_ids = tokenizer.encode(text, add_special_tokens=False)
+    prompt_ids = tokenizer.encode(require_text(text, "messages"), add_special_tokens=False)
     if not prompt_ids:
         raise InvalidRequestError("the rendered prompt is empty", param="messages")
     return RenderedChat(prompt_ids, state.reasoning and prompt_opens_reasoning(text), prefix)
@@ -134,6 +136,7 @@ class ChatService:
         state = self.state
         CHAT_FIELDS.check(body.model_extra)
         model = state.resolve_model(body.model)
+        refuse_if_full(state, request, body.priority, body.n)  # before rendering: refuse fast
         tools = plan_tools(body)
         rendered = await asyncio.to_thread(render_chat, state, body, tools)
         grammar = await asyncio.to_thread(response_grammar, body, tools)

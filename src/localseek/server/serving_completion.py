@@ -21,9 +21,11 @@ from localseek.server.protocol import (
     CompletionResponse,
     Usage,
 )
+from localseek.server.refuse_fast import refuse_if_full
 from localseek.server.sampling import Limits, build_jobs
 from localseek.server.state import ServerState
 from localseek.server.streaming import DONE, sse
+from localseek.server.text_check import require_text
 
 _DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 
@@ -45,7 +47,11 @@ def tokenize_prompts(state: ServerState, prompt: object, suffix: str | None) -> 
         prompts = _fill_in_the_middle(state, prompts, suffix)
     out = []
     for i, p in enumerate(prompts):
-        ids = tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p]
+        ids = (
+            tokenizer.encode(require_text(p, "prompt"))
+            if isinstance(p, str)
+            else [int(t) for t in p]
+        )
         if not ids:
             raise InvalidRequestError(f"prompt {i} is empty", param="prompt")
         out.append(ids)
@@ -77,6 +83,7 @@ class CompletionService:
             raise InvalidRequestError("echo is not supported with stream=true", param="echo")
         if body.echo and body.suffix is not None:
             raise InvalidRequestError("echo is not supported with suffix", param="echo")
+        refuse_if_full(state, request, body.priority, body.n)  # before tokenizing: refuse fast
         prompts = await asyncio.to_thread(tokenize_prompts, state, body.prompt, body.suffix)
         jobs = build_jobs(
             body,

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
+from localseek.api.load import LoadReport
 from localseek.errors import NotFoundError, ServiceUnavailableError
 from localseek.ops.metrics.server import LoadSample, ServerMetrics
 from localseek.server.admission import AdmissionQueue
 from localseek.server.config import ServerConfig
 from localseek.server.drain import Drain
 from localseek.server.gate import AdmissionGate
-from localseek.server.protocol import LoadReport, ModelCard, ModelList
+from localseek.server.protocol import ModelCard, ModelList
 from localseek.server.reasoning import template_has_reasoning
 
 if TYPE_CHECKING:
     from localseek.engine.async_engine import AsyncEngine
     from localseek.engine.embedder import Embedder
+
+
+def public_model_name(model: str) -> str:
+    """`/srv/models/DeepSeek-R1-Distill-Qwen-7B/` -> `DeepSeek-R1-Distill-Qwen-7B`; a Hub id
+    (`org/name`) that is not a local path is kept as it is."""
+    path = Path(model)
+    if path.is_absolute() or path.exists() or model.startswith("."):
+        return path.name or model
+    return model
 
 
 class ServerState:
@@ -87,7 +98,10 @@ class ServerState:
     def served_model(self) -> str:
         if self.config.served_model_name:
             return self.config.served_model_name
-        return self._engine.model_name if self._engine is not None else "localseek"
+        if self._engine is None:
+            return "localseek"
+        # The file or directory name, never the path: clients and their logs need no disk layout.
+        return public_model_name(self._engine.model_name)
 
     def model_ids(self) -> list[str]:
         served = self.served_model

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-import anyio
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+
+from localseek.api.event_stream import EventStreamResponse
+
+__all__ = ["DONE", "ClientDisconnected", "EventStreamResponse", "sse", "unless_disconnected"]
 
 T = TypeVar("T")
 
@@ -28,34 +29,6 @@ def sse(payload: BaseModel | dict) -> str:
     else:
         data = payload
     return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
-
-
-class EventStreamResponse(StreamingResponse):
-    """A StreamingResponse that always closes its iterator and runs `on_close`, exactly once.
-
-    Starlette cancels the stream when the client disconnects; an async generator cancelled
-    before its first step, or while suspended at a `yield`, never runs its `finally`. Engine
-    requests and admission slots must be released in every case, so it is done here.
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], Awaitable[None]]):
-        super().__init__(
-            content,
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            with anyio.CancelScope(shield=True):
-                aclose = getattr(self.body_iterator, "aclose", None)
-                if aclose is not None:
-                    await aclose()
-                await self._on_close()
 
 
 class ClientDisconnected(Exception):

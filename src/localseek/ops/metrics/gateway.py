@@ -131,3 +131,15 @@ class GatewayMetrics:
             ["tenant"],
             registry=registry,
         )
+        self.dependency_errors = Counter(
+            p + "dependency_errors_total",
+            "Failed calls to a shared dependency (redis) by component; the request went on degraded.",
+            ["dependency", "component"],
+            registry=registry,
+        )
+        self.dependency_up = Gauge(
+            p + "dependency_up",
+            "1 while a shared dependency answers, 0 while the gateway runs without it.",
+            ["dependency"],
+            registry=registry,
+        )

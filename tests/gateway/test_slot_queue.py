@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from localseek.gateway.admission import AdmissionQueue
+from localseek.gateway.slot_queue import SlotQueue
 
 from .conftest import chat
 
@@ -27,7 +27,7 @@ class Slots:
 
 
 async def test_waiters_are_served_in_priority_order():
-    queue: AdmissionQueue[str] = AdmissionQueue(max_queue=10)
+    queue: SlotQueue[str] = SlotQueue(max_queue=10)
     slots = Slots(0)
     order: list[str] = []
 
@@ -48,7 +48,7 @@ async def test_waiters_are_served_in_priority_order():
 
 
 async def test_full_queue_refuses_at_once_and_deadline_expires():
-    queue: AdmissionQueue[str] = AdmissionQueue(max_queue=1)
+    queue: SlotQueue[str] = SlotQueue(max_queue=1)
     slots = Slots(0)
     first = asyncio.create_task(
         queue.wait(slots.take, priority=0, timeout=0.3, give_back=slots.give_back)
@@ -61,7 +61,7 @@ async def test_full_queue_refuses_at_once_and_deadline_expires():
 
 
 async def test_cancelled_waiter_leaves_the_queue_and_returns_a_granted_slot():
-    queue: AdmissionQueue[str] = AdmissionQueue(max_queue=4)
+    queue: SlotQueue[str] = SlotQueue(max_queue=4)
     slots = Slots(0)
     task = asyncio.create_task(
         queue.wait(slots.take, priority=0, timeout=5, give_back=slots.give_back)
@@ -76,7 +76,7 @@ async def test_cancelled_waiter_leaves_the_queue_and_returns_a_granted_slot():
 
 
 def test_retry_after_grows_with_the_queue():
-    queue: AdmissionQueue[str] = AdmissionQueue(max_queue=4)
+    queue: SlotQueue[str] = SlotQueue(max_queue=4)
     queue.record_service_time(10.0)
     assert queue.retry_after(capacity=1) >= 1
 

@@ -1,4 +1,4 @@
-"""Admission: a bounded priority queue of requests waiting for a local slot, with deadlines."""
+"""SlotQueue: a bounded priority queue of requests waiting for a local upstream slot, with deadlines."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class _Waiter(Generic[T]):
     result: T | None = field(compare=False, default=None)
 
 
-class AdmissionQueue(Generic[T]):
+class SlotQueue(Generic[T]):
     """Requests that found no free local slot wait here, best priority (lowest number) first.
 
     The queue holds at most `max_queue` waiters: a request that finds it full is refused at once

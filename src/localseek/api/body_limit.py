@@ -1,8 +1,13 @@
-"""BodyLimitMiddleware: 413 for request bodies over the limit, before any route sees them.
+"""BodyLimitMiddleware: 413 for request bodies over the limit, before any route parses them.
 
 Pure ASGI (not BaseHTTPMiddleware) so the routes' `receive` still reports client disconnects.
 The body is read here, up to the limit, then replayed to the app: a chunked upload without a
-Content-Length is bounded as well.
+Content-Length is bounded as well. Both apps (server and gateway) install it.
+
+An over-limit body is read on and discarded (never stored) up to `_DRAIN_FACTOR` times the
+limit before the 413 is sent: a client that writes its whole body before reading the answer (httpx,
+the gateway forwarding to a replica) then receives the 413, instead of a connection reset that
+would look like a dead replica. Beyond that the connection is closed.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_DRAIN_FACTOR = 8
 
 
 class BodyLimitMiddleware:
@@ -22,23 +29,26 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            await self._reject(send, declared)
+        if declared is not None and declared > _DRAIN_FACTOR * self.max_body_bytes:
+            await self._reject(send, declared)  # too big to read on: answer and close
             return
         chunks: list[bytes] = []
         size = 0
-        while True:
+        more = True
+        while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return  # the client left while uploading; nothing to answer
             chunk = message.get("body", b"")
+            more = message.get("more_body", False)
             size += len(chunk)
-            if size > self.max_body_bytes:
-                await self._reject(send, size)
+            if size > self.max_body_bytes or (declared or 0) > self.max_body_bytes:
+                chunks.clear()
+                if more and size <= _DRAIN_FACTOR * self.max_body_bytes:
+                    continue  # read on, keep nothing
+                await self._reject(send, max(size, declared or 0))
                 return
             chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
         body = b"".join(chunks)
         replayed = False
 

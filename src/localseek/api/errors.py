@@ -1,9 +1,15 @@
-"""Every error the server answers with, in OpenAI's shape `{"error": {message, type, param, code}}`."""
+"""Every error either app answers with, in OpenAI's shape `{"error": {message, type, param, code}}`.
+
+One mapping for the server and the gateway: typed errors (errors.py) carry their status; HTTP
+errors (unknown route 404, wrong method 405) and validation errors are translated here; anything
+unexpected becomes a 500 in the same shape, logged with its traceback.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -18,14 +24,28 @@ logger = logging.getLogger(__name__)
 _HTTP_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    422: "invalid_request_error",
     429: "rate_limit_error",
+    500: "server_error",
+    502: "upstream_error",
+    503: "service_unavailable",
 }
 
 
-def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None):
+def error_type_for_status(status: int) -> str:
+    """OpenAI's error `type` for an HTTP status."""
+    if status in _HTTP_TYPES:
+        return _HTTP_TYPES[status]
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_body(
+    message: str, error_type: str, param: str | None = None, code: str | None = None
+) -> dict:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
@@ -65,8 +85,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{where}{first.get('msg', 'invalid value')}, got {shown}{more}", param
 
 
-def install_error_handlers(app: FastAPI, on_error=None) -> None:
-    """Map typed errors, validation errors and HTTP errors to OpenAI-shaped JSON."""
+def install_error_handlers(app: FastAPI, on_error: Callable[[int], None] | None = None) -> None:
+    """Map typed errors, validation errors and HTTP errors to OpenAI-shaped JSON.
+
+    `on_error(status)` is called once per error answered (the apps count them in a metric).
+    """
     count = on_error or (lambda status: None)
 
     async def localseek_error(request: Request, exc: LocalseekError) -> JSONResponse:
@@ -82,10 +105,12 @@ def install_error_handlers(app: FastAPI, on_error=None) -> None:
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         count(exc.status_code)
-        error_type = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
+        error_type = error_type_for_status(exc.status_code)
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
         return JSONResponse(
             error_body(message, error_type), status_code=exc.status_code, headers=exc.headers
         )

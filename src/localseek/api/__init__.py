@@ -1,0 +1,1 @@
+"""The HTTP surface both apps share: OpenAI-shaped errors, body limits, the /load schema."""

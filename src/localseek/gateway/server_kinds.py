@@ -1,0 +1,68 @@
+"""What each kind of upstream server exposes: where its health is, and how to read its load.
+
+localseek serves `/load` (api/load.py); vLLM and llama.cpp's `llama-server --metrics` expose
+running and waiting request gauges in Prometheus text at `/metrics`; Ollama and cloud APIs
+expose no load, so the gateway routes on its own in-flight count for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from localseek.api.load import LoadReport
+
+Load = tuple[int, int | None]  # (requests running + waiting, concurrent capacity if known)
+
+
+def _localseek(response: httpx.Response) -> Load | None:
+    try:
+        report = LoadReport.read(response.json())
+    except ValueError:
+        return None
+    return None if report is None else (report.queued, report.capacity)
+
+
+def _gauges(*names: str) -> Callable[[httpx.Response], Load | None]:
+    """Load as the sum of Prometheus gauges (over all their label sets); capacity unknown."""
+
+    def parse(response: httpx.Response) -> Load | None:
+        found: dict[str, float] = {}
+        try:
+            for family in text_string_to_metric_families(response.text):
+                for sample in family.samples:
+                    if sample.name in names:
+                        found[sample.name] = found.get(sample.name, 0.0) + sample.value
+        except ValueError:
+            return None
+        if not found:
+            return None  # not the server we were told it is (or metrics are off)
+        return int(sum(found.values())), None
+
+    return parse
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    health_path: str  # answers 2xx when the server can take requests
+    load_path: str | None  # None: no load signal, in-flight counts only
+    parse_load: Callable[[httpx.Response], Load | None] | None = None
+
+
+SERVER_KINDS: dict[str, ServerKind] = {
+    "localseek": ServerKind("/health", "/load", _localseek),
+    "vllm": ServerKind(
+        "/health", "/metrics", _gauges("vllm:num_requests_running", "vllm:num_requests_waiting")
+    ),
+    # llama-server answers 503 on /health while its model loads; /metrics needs --metrics.
+    "llama_cpp": ServerKind(
+        "/health",
+        "/metrics",
+        _gauges("llamacpp:requests_processing", "llamacpp:requests_deferred"),
+    ),
+    "ollama": ServerKind("/", None),  # GET / answers "Ollama is running"
+    "openai": ServerKind("/health", None),  # any other OpenAI-compatible server
+}
