@@ -19,6 +19,7 @@ pytestmark = pytest.mark.skipif(
     reason=str(build.unavailable_reason("gguf_matmul")),
 )
 TYPES = sorted(_T(t) for t in PACKED_TYPES)
+MAX_INT8_ROWS = 4
 
 
 def random_blocks(qtype: _T, rows: int, cols: int, seed: int = 0) -> np.ndarray:
@@ -63,7 +64,10 @@ def test_matches_the_dequantized_blocks(variant, qtype, rows, levels):
     weight = torch.from_numpy(dequantize(raw, qtype).astype(np.float64))
     x = torch.randn(rows, 512)
     y = kernel(x, part_table([(int(qtype), torch.from_numpy(raw))]), levels)
-    expected = quantized_activations(x, levels) @ weight.T
+    # Up to 4 rows: int8 activations; above, each weight row dequantized to float32 and
+    # multiplied with the float32 activations (exact products).
+    multiplied = quantized_activations(x, levels) if rows <= MAX_INT8_ROWS else x.double()
+    expected = multiplied @ weight.T
     torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max())
     # Two levels carry ~15 bits: close to the unquantized product itself.
     exact = x.double() @ weight.T
@@ -72,11 +76,12 @@ def test_matches_the_dequantized_blocks(variant, qtype, rows, levels):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_bf16_activations_and_outputs(variant):
+@pytest.mark.parametrize("rows", [3, 9])
+def test_bf16_activations_and_outputs(variant, rows):
     kernel = gguf_matmul_kernel(variant)
     raw = random_blocks(_T.Q4_K, 16, 256)
     table = part_table([(int(_T.Q4_K), torch.from_numpy(raw))])
-    x = torch.randn(3, 256).bfloat16()
+    x = torch.randn(rows, 256).bfloat16()
     y = kernel(x, table)
     assert y.dtype == torch.bfloat16
     expected = x.double() @ torch.from_numpy(dequantize(raw, _T.Q4_K).astype(np.float64)).T
@@ -84,14 +89,15 @@ def test_bf16_activations_and_outputs(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_parts_of_different_types_fill_their_own_columns(variant):
+@pytest.mark.parametrize("rows", [2, 9])
+def test_parts_of_different_types_fill_their_own_columns(variant, rows):
     """A fused q/k/v whose v is Q6_K while q and k are Q4_K (as in Q4_K_M files) is one call."""
     kernel = gguf_matmul_kernel(variant)
     parts = [(_T.Q4_K, 20), (_T.Q6_K, 9), (_T.Q8_0, 5)]
     raws = [random_blocks(t, n, 512, seed=i) for i, (t, n) in enumerate(parts)]
-    x = torch.randn(9, 512)
+    x = torch.randn(rows, 512)
     fused = kernel(x, part_table([(int(t), torch.from_numpy(r)) for (t, _), r in zip(parts, raws)]))
-    assert fused.shape == (9, 34)
+    assert fused.shape == (rows, 34)
     column = 0
     for (t, n), raw in zip(parts, raws):
         alone = kernel(x, part_table([(int(t), torch.from_numpy(raw))]))
