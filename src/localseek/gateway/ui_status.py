@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from localseek.gateway.admission import AdmissionQueue
+from localseek.gateway.slot_queue import SlotQueue
 from localseek.gateway.upstream import Upstream
 
 
@@ -22,7 +22,7 @@ def _sum(registry: CollectorRegistry, sample: str, **labels: str) -> float:
 
 
 def gateway_ui_status(
-    upstreams: Sequence[Upstream], queue: AdmissionQueue, registry: CollectorRegistry
+    upstreams: Sequence[Upstream], queue: SlotQueue, registry: CollectorRegistry
 ) -> dict[str, Any]:
     models: list[str] = []
     for u in upstreams:
