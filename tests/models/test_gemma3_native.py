@@ -11,13 +11,15 @@ from tiny_gemma3 import make_tiny_gemma3
 from localseek.engine.kv_layout import plan_kv_layout
 from localseek.engine.runner import ModelRunner
 from localseek.engine.sequence import Sequence
+from localseek.kernels.build import unavailable_reason
 from localseek.kernels.gemma3_decode import gemma3_decode_kernel
 from localseek.models.gemma3_native import attach
 from localseek.models.quantization import quantize_model
 from localseek.sampling_params import SamplingParams
 
 pytestmark = pytest.mark.skipif(
-    gemma3_decode_kernel() is None, reason="native kernels need AVX-512 and a C compiler"
+    gemma3_decode_kernel() is None,
+    reason=f"the fused Gemma 3 step cannot run here: {unavailable_reason('gemma3_decode')}",
 )
 
 BLOCK_SIZE = 4
