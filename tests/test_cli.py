@@ -65,7 +65,7 @@ def test_serve_help_documents_every_option_and_its_default():
             continue
         assert action.help, f"{action.option_strings or action.dest} has no help text"
     assert "--default-max-tokens" in text and "(default: 4096)" in text
-    assert "{none,int8,int4,auto}" in text and "{auto,float32,bfloat16,float16}" in text
+    assert "{auto,gguf,none,int8,int4}" in text and "{auto,float32,bfloat16,float16}" in text
     assert "{auto,cpu,cuda,cuda:N}" in text
     options = [a for a in serve._actions if a.option_strings and a.dest != "help"]
     helps = [serve._get_formatter()._get_help_string(a) for a in options]

@@ -216,9 +216,8 @@ def test_engine_and_cli_take_the_method(tiny_dir):
 
     args = build_parser().parse_args(["serve", str(tiny_dir), "--quantization", "int8"])
     assert _engine_config(args).model.quantization == "int8"
-    args = build_parser().parse_args(["generate", str(tiny_dir), "hi", "--quantization", "q3"])
-    with pytest.raises(ConfigError, match="q3"):
-        _engine_config(args)
+    with pytest.raises(SystemExit):  # argparse names the choices
+        build_parser().parse_args(["generate", str(tiny_dir), "hi", "--quantization", "q3"])
     llm = LLM(str(tiny_dir), quantization="int8", kv_cache_tokens=256, show_progress=False)
     assert any(isinstance(m, QuantizedLinear) for m in llm.engine.runner.model.modules())
     out = llm.generate([PROMPT[:8]], SamplingParams(temperature=0, max_tokens=5))[0]

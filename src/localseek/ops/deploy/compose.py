@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 
 from localseek.ops.deploy.gateway_config import render_gateway_config
-from localseek.ops.deploy.prometheus import compose_scrape_config
+from localseek.ops.deploy.prometheus.deploy_spec import compose_scrape_config
 from localseek.ops.deploy.spec import ENGINE_PORT, PROMETHEUS_PORT, DeploySpec, Engine, engines
 
 GATEWAY = "gateway"

@@ -15,7 +15,7 @@ from localseek.ops.deploy.k8s_objects import (
     redis_objects,
     service,
 )
-from localseek.ops.deploy.prometheus import k8s_scrape_config
+from localseek.ops.deploy.prometheus.deploy_spec import k8s_scrape_config
 from localseek.ops.deploy.spec import ENGINE_PORT, DeploySpec, engines
 
 HEADER = "# Rendered by `localseek deploy k8s` from {spec}; edit the spec, not this file.\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from localseek.ops.deploy.k8s_objects import Obj, meta
-from localseek.ops.deploy.prometheus import WAITING_METRIC, waiting_query
+from localseek.ops.deploy.prometheus.deploy_spec import WAITING_METRIC, waiting_query
 from localseek.ops.deploy.spec import DeploySpec, Engine
 
 # The name prometheus-adapter gives the metric in the custom metrics API (no colons there).

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from localseek.ops.deploy.prometheus import PART_OF
+from localseek.ops.deploy.prometheus.deploy_spec import PART_OF
 from localseek.ops.deploy.spec import ENGINE_PORT, PRESTOP_SLEEP_S, REDIS_PORT, DeploySpec, Engine
 
 GATEWAY = "gateway"

@@ -1,4 +1,4 @@
-"""Minimal Prometheus scrape configs for the engines and gateways (extend with rules, alerts)."""
+"""Prometheus scrape configs and the autoscaling query for a deploy spec (compose, k8s)."""
 
 from __future__ import annotations
 
