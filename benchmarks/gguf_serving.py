@@ -57,11 +57,15 @@ class Contender:
     levels: dict[int, list[LevelRun]] = field(default_factory=dict)
     prompt_runs: list[LevelRun] = field(default_factory=list)
 
-    def start(self, tokenizer) -> None:
+    def start(self, tokenizer, prompt_tokens: int, levels: list[int]) -> None:
         print(f"starting {self.name}: {shlex.join(self.argv)}", flush=True)
         self.server = ServerProcess(self.argv, self.env)
         self.load_s = self.server.start()
-        run_level(self.server.base, make_prompts(tokenizer, 1, 8, "warm-up "), 2)
+        # Warm-up, unmeasured: llama-server's first requests after start, and its first at
+        # each new concurrency, were up to 20x slower to the first token (3-6 s against 0.2-0.3 s
+        # for a 32-token prompt on the demo model). Two single requests, then every level once.
+        for tag, level in (("w0 ", 1), ("w1 ", 1), *((f"w{c} ", c) for c in levels)):
+            run_level(self.server.base, make_prompts(tokenizer, level, prompt_tokens, tag), 4)
         self.load_peak = self.server.rss.take_peak()
         print(
             f"  {self.name} ready in {self.load_s:.1f} s, peak RSS while loading "
@@ -168,7 +172,7 @@ def run(args: argparse.Namespace) -> dict:
         groups = [contenders] if not args.one_at_a_time else [[c] for c in contenders]
         for group in groups:
             for c in group:
-                c.start(tokenizer)
+                c.start(tokenizer, args.prompt_tokens, args.levels)
             for r in range(args.rounds):
                 measure_round(group, tokenizer, args, r)
             for c in group:
