@@ -37,7 +37,7 @@ from gguf_serving_report import markdown_table, summarize
 from host_info import binary_version, cpu_info, repo_commit
 from load_level import LevelRun, run_level
 from prompts import make_prompts
-from server_process import ServerProcess
+from server_process import Memory, ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA = "llama.cpp"
@@ -52,26 +52,31 @@ class Contender:
     env: dict | None = None
     server: ServerProcess | None = None
     load_s: float = 0.0
-    load_peak_rss: int = 0
-    serve_peak_rss: int = 0
+    load_peak: Memory = field(default_factory=Memory)
+    serve_peak: Memory = field(default_factory=Memory)
     levels: dict[int, list[LevelRun]] = field(default_factory=dict)
     prompt_runs: list[LevelRun] = field(default_factory=list)
 
-    def start(self, tokenizer) -> None:
+    def start(self, tokenizer, prompt_tokens: int, levels: list[int]) -> None:
         print(f"starting {self.name}: {shlex.join(self.argv)}", flush=True)
         self.server = ServerProcess(self.argv, self.env)
         self.load_s = self.server.start()
-        run_level(self.server.base, make_prompts(tokenizer, 1, 8, "warm-up "), 2)
-        self.load_peak_rss = self.server.rss.take_peak()
+        # Warm-up, unmeasured: llama-server's first requests after start, and its first at
+        # each new concurrency, were up to 20x slower to the first token (3-6 s against 0.2-0.3 s
+        # for a 32-token prompt on the demo model). Two single requests, then every level once.
+        for tag, level in (("w0 ", 1), ("w1 ", 1), *((f"w{c} ", c) for c in levels)):
+            run_level(self.server.base, make_prompts(tokenizer, level, prompt_tokens, tag), 4)
+        self.load_peak = self.server.rss.take_peak()
         print(
             f"  {self.name} ready in {self.load_s:.1f} s, peak RSS while loading "
-            f"{self.load_peak_rss / 1e9:.2f} GB",
+            f"{self.load_peak.rss / 1e9:.2f} GB ({self.load_peak.anon / 1e9:.2f} GB not "
+            "file-backed)",
             flush=True,
         )
 
     def stop(self) -> None:
         if self.server is not None and self.server.proc is not None:
-            self.serve_peak_rss = max(self.serve_peak_rss, self.server.rss.take_peak())
+            self.serve_peak = self.serve_peak.max(self.server.rss.take_peak())
             self.server.close()
 
 
@@ -167,7 +172,7 @@ def run(args: argparse.Namespace) -> dict:
         groups = [contenders] if not args.one_at_a_time else [[c] for c in contenders]
         for group in groups:
             for c in group:
-                c.start(tokenizer)
+                c.start(tokenizer, args.prompt_tokens, args.levels)
             for r in range(args.rounds):
                 measure_round(group, tokenizer, args, r)
             for c in group:

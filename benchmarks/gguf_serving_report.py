@@ -28,8 +28,10 @@ def summarize(contenders, levels: list[int], settings: dict, host: dict, referen
         servers[c.name] = {
             "argv": c.argv,
             "load_s": round(c.load_s, 1),
-            "load_peak_rss_bytes": c.load_peak_rss,
-            "serve_peak_rss_bytes": c.serve_peak_rss,
+            "load_peak_rss_bytes": c.load_peak.rss,
+            "serve_peak_rss_bytes": c.serve_peak.rss,
+            "load_peak_anon_bytes": c.load_peak.anon,
+            "serve_peak_anon_bytes": c.serve_peak.anon,
             "levels": per_level,
             "prompt_tok_s": round(statistics.median(prompt), 1) if prompt else None,
             "prompt_runs_tok_s": [round(p, 1) for p in prompt],
@@ -58,12 +60,15 @@ def metric_rows(levels: list[int], prompt_tokens: int) -> list[tuple[str, str, G
     if prompt_tokens:
         label = f"prompt tok/s ({prompt_tokens}-token prompt)"
         rows.append(("prompt_tok_s", label, lambda s: s["prompt_tok_s"]))
-    rows.append(
-        ("serve_peak_rss_gb", "peak RSS serving, GB", lambda s: _gb(s["serve_peak_rss_bytes"]))
-    )
-    rows.append(
-        ("load_peak_rss_gb", "peak RSS loading, GB", lambda s: _gb(s["load_peak_rss_bytes"]))
-    )
+    for phase, during in (("serve", "serving"), ("load", "loading")):
+        for kind, what in (("rss", ""), ("anon", ", not file-backed")):
+            rows.append(
+                (
+                    f"{phase}_peak_{kind}_gb",
+                    f"peak RSS {during}{what}, GB",
+                    lambda s, k=f"{phase}_peak_{kind}_bytes": _gb(s[k]),
+                )
+            )
     rows.append(("load_s", "load, s", lambda s: s["load_s"]))
     return rows
 

@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 
 import httpx
 
@@ -44,6 +45,21 @@ def stop_process(proc: subprocess.Popen, grace: float = 30) -> None:
         proc.wait()
 
 
+@dataclass(frozen=True)
+class Memory:
+    """Resident bytes of a process tree: all of it, and the part not backed by a file.
+
+    A server that memory-maps its GGUF (llama.cpp does by default) has the file's touched
+    pages in its RSS although the kernel can drop them at will; `anon` leaves them out
+    (RSS minus psutil's `shared`: file-backed and shared-memory pages)."""
+
+    rss: int = 0
+    anon: int = 0
+
+    def max(self, other: Memory) -> Memory:
+        return Memory(max(self.rss, other.rss), max(self.anon, other.anon))
+
+
 class RssSampler:
     """Peak resident memory of a process and all its children, sampled from a thread.
 
@@ -56,39 +72,41 @@ class RssSampler:
         self._root = psutil.Process(pid)
         self._interval = interval
         self._lock = threading.Lock()
-        self._peak = 0
+        self._peak = Memory()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"rss-{pid}", daemon=True)
         self._thread.start()
 
-    def current(self) -> int:
-        """RSS of the tree now, in bytes (0 once the process is gone)."""
+    def current(self) -> Memory:
+        """The tree's memory now (zero once the process is gone)."""
         import psutil
 
         try:
             procs = [self._root, *self._root.children(recursive=True)]
         except psutil.Error:
-            return 0
-        total = 0
+            return Memory()
+        rss = anon = 0
         for proc in procs:
             try:
-                total += proc.memory_info().rss
+                info = proc.memory_info()
             except psutil.Error:
-                pass  # a child that exited between the listing and the read
-        return total
+                continue  # a child that exited between the listing and the read
+            rss += info.rss
+            anon += info.rss - getattr(info, "shared", 0)  # `shared` is Linux-only
+        return Memory(rss, anon)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             now = self.current()
             with self._lock:
-                self._peak = max(self._peak, now)
+                self._peak = self._peak.max(now)
             self._stop.wait(self._interval)
 
-    def take_peak(self) -> int:
-        """The peak since the last call (or the start), in bytes; sampling starts over."""
+    def take_peak(self) -> Memory:
+        """The peak since the last call (or the start); sampling starts over."""
         now = self.current()
         with self._lock:
-            peak, self._peak = max(self._peak, now), 0
+            peak, self._peak = self._peak.max(now), Memory()
         return peak
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ import gguf_serving
 import pytest
 from gguf_serving_report import markdown_table, summarize
 from load_level import LevelRun
+from server_process import Memory
 
 LLAMA_SERVER = os.environ.get("LLAMA_SERVER") or shutil.which("llama-server")
 
@@ -19,7 +20,8 @@ def _contender(name: str, tok_s: float, ttft: float, rss: int) -> gguf_serving.C
     # 8 tokens in 8 / tok_s seconds at C=2, one 32-token prompt answered after `ttft`.
     c.levels[2] = [LevelRun(8, 8 / tok_s, (ttft, ttft * 3), (4, 4))]
     c.prompt_runs = [LevelRun(1, ttft, (ttft,), (1,))]
-    c.load_s, c.serve_peak_rss, c.load_peak_rss = 3.0, rss, rss * 2
+    c.load_s = 3.0
+    c.serve_peak, c.load_peak = Memory(rss, rss // 2), Memory(rss * 2, rss)
     return c
 
 
@@ -50,7 +52,7 @@ def test_ratios_and_table_compare_each_localseek_row_with_the_peer():
     assert ratio["c2_tok_s"] == 2.0
     assert ratio["c2_ttft_p50_s"] == 0.5  # the median of (0.5, 1.5) against (1, 3)
     assert ratio["prompt_tok_s"] == 2.0  # 32 / 0.5 s against 32 / 1 s
-    assert ratio["serve_peak_rss_gb"] == 3.0
+    assert ratio["serve_peak_rss_gb"] == 3.0 and ratio["serve_peak_anon_gb"] == 3.0
     assert results["servers"]["localseek"]["levels"]["2"]["requests_short"] == 0
     table = markdown_table(results)
     assert "| C=2 output tok/s | 20 | 10 | 2.00x |" in table
@@ -80,7 +82,9 @@ def test_a_short_run_serves_exact_lengths_and_reports_every_figure(tiny_r1_gguf,
         assert level["output_tokens"] == 8 and level["requests_short"] == 0  # ignore_eos held
         assert level["tok_s"] > 0 and level["ttft_p50_s"] > 0
         assert server["prompt_tok_s"] > 0
-        assert server["serve_peak_rss_bytes"] > 50 * 2**20  # a real process tree was sampled
+        # A real process tree was sampled; file-backed pages are part of RSS, not of anon.
+        assert server["serve_peak_rss_bytes"] > 50 * 2**20
+        assert 0 < server["serve_peak_anon_bytes"] < server["serve_peak_rss_bytes"]
     if LLAMA_SERVER:
         assert results["ratios"]["localseek"]["c1_tok_s"] > 0
     assert results["settings"]["context_per_slot"] == 48 + 4 + 16
