@@ -24,9 +24,7 @@ static inline void u8x32_to_float(__m256i u, float s0, float o0, float s1, float
 }
 
 static void dequant_row(int type, const uint8_t *w, int64_t K, float *out) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
-    const __m256i one = _mm256_set1_epi8(1), flip = _mm256_set1_epi8((char)0x80);
-    const __m128i m4h = _mm_set1_epi8(0x0F);
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
     const int64_t nb = K / block_values(type);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = w + b * block_bytes(type);
@@ -34,15 +32,9 @@ static void dequant_row(int type, const uint8_t *w, int64_t K, float *out) {
         switch (type) {
         case T_Q4_0:
         case T_Q5_0: {
-            const int five = type == T_Q5_0, bytes = five ? 22 : 18;
+            const int five = type == T_Q5_0;
             const float d = half_to_float(blk);
-            const __m128i x = _mm_loadu_si128((const __m128i *)(blk + bytes - 16));
-            __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m4h), _mm_and_si128(x, m4h));
-            if (five) {
-                uint32_t qh;
-                memcpy(&qh, blk + 2, 4);
-                u = _mm256_or_si256(u, fifth_bits(qh));
-            }
+            const __m256i u = q4_0_q5_0_bytes(blk, five);
             const float off = -(five ? 16.0f : 8.0f) * d;
             u8x32_to_float(u, d, off, d, off, o);
             break;
@@ -62,15 +54,8 @@ static void dequant_row(int type, const uint8_t *w, int64_t K, float *out) {
             const uint8_t *qs = blk + (five ? 48 : 16);
             __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
             for (int c = 0; c < 4; c++) {
-                const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-                __m256i lo = _mm256_and_si256(raw, m4);
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                if (five) {
-                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(
-                                                 _mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
-                    qh = _mm256_srli_epi16(qh, 2);
-                }
+                __m256i lo, hi;
+                k4_chunk(qs, c, five, &qh, &lo, &hi);
                 const float s0 = d * sc[2 * c], o0 = -dmin * mn[2 * c];
                 const float s1 = d * sc[2 * c + 1], o1 = -dmin * mn[2 * c + 1];
                 u8x32_to_float(lo, s0, o0, s0, o0, o + 64 * c);
@@ -82,16 +67,8 @@ static void dequant_row(int type, const uint8_t *w, int64_t K, float *out) {
             const int8_t *sc = (const int8_t *)(blk + 192);
             const float d = half_to_float(blk + 208);
             for (int n = 0; n < 2; n++) {
-                const uint8_t *ql = blk + 64 * n, *qh = blk + 128 + 32 * n;
-                const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
-                const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-                const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
                 __m256i q[4];
-                q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2));
-                q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2));
-                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m2));
-                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                       _mm256_and_si256(_mm256_srli_epi16(h, 2), m2));
+                q6_K_half(blk, n, q);
                 for (int c = 0; c < 4; c++) {
                     const float s0 = d * sc[8 * n + 2 * c], s1 = d * sc[8 * n + 2 * c + 1];
                     u8x32_to_float(q[c], s0, -32.0f * s0, s1, -32.0f * s1, o + 128 * n + 32 * c);

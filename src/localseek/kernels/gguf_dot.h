@@ -78,6 +78,51 @@ static inline __m256i fifth_bits(uint32_t bits) {
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
 }
 
+/* A Q4_0 (18 bytes) or Q5_0 (22 bytes) block's 32 values as unsigned bytes: low nibbles are
+ * values 0-15, high nibbles 16-31, Q5_0's fifth bits in place. */
+static inline __m256i q4_0_q5_0_bytes(const uint8_t *blk, int five) {
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    const __m128i x = _mm_loadu_si128((const __m128i *)(blk + (five ? 22 : 18) - 16));
+    __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m4), _mm_and_si128(x, m4));
+    if (five) {
+        uint32_t qh;
+        memcpy(&qh, blk + 2, 4);
+        u = _mm256_or_si256(u, fifth_bits(qh));
+    }
+    return u;
+}
+
+/* Chunk c of a Q4_K / Q5_K super-block's qs: sub-block 2c (low nibbles) and 2c + 1 (high) as
+ * unsigned bytes. Q5_K's fifth bit of sub-block j is bit j of each qh byte: *qh holds them and
+ * is shifted for the next chunk. */
+static inline void k4_chunk(const uint8_t *qs, int c, int five, __m256i *qh, __m256i *lo,
+                            __m256i *hi) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+    *lo = _mm256_and_si256(raw, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+    if (five) {
+        *lo = _mm256_or_si256(*lo, _mm256_slli_epi16(_mm256_and_si256(*qh, one), 4));
+        *hi = _mm256_or_si256(*hi, _mm256_slli_epi16(
+                                       _mm256_and_si256(_mm256_srli_epi16(*qh, 1), one), 4));
+        *qh = _mm256_srli_epi16(*qh, 2);
+    }
+}
+
+/* Half n of a Q6_K super-block (see dot_q6_K) as four chunks of 32 six-bit unsigned values. */
+static inline void q6_K_half(const uint8_t *blk, int n, __m256i q[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    const uint8_t *ql = blk + 64 * n, *qh = blk + 128 + 32 * n;
+    const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+    const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+    q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2));
+    q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2));
+    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m2));
+    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                           _mm256_and_si256(_mm256_srli_epi16(h, 2), m2));
+}
+
 /* Q4_0 (18 bytes: d, 16 bytes of nibbles; value = d * (q - 8)) and Q5_0 (22 bytes: d, 32
  * fifth bits, 16 bytes of nibbles; value = d * (q - 16)): low nibbles are values 0-15, high
  * nibbles 16-31. */
@@ -87,17 +132,10 @@ static inline __attribute__((always_inline)) void dot_q4_0_q5_0(const uint8_t *w
     float off[MAX_ACT_ROWS];
     for (int r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps(), off[r] = 0.0f;
     const int64_t bytes = five ? 22 : 18;
-    const __m128i m4 = _mm_set1_epi8(0x0F);
     for (int64_t b = 0; b < nblocks; b++) {
         const uint8_t *blk = w + b * bytes;
         const float d = half_to_float(blk);
-        const __m128i x = _mm_loadu_si128((const __m128i *)(blk + bytes - 16));
-        __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m4), _mm_and_si128(x, m4));
-        if (five) {
-            uint32_t qh;
-            memcpy(&qh, blk + 2, 4);
-            u = _mm256_or_si256(u, fifth_bits(qh));
-        }
+        const __m256i u = q4_0_q5_0_bytes(blk, five);
         for (int r = 0; r < nr; r++) {
             acc[r] = fma_chunk(u, a[r].q + b * 32, _mm256_set1_ps(d * a[r].d[b]), acc[r]);
             off[r] += d * a[r].s32[b];
@@ -145,7 +183,6 @@ static inline __attribute__((always_inline)) void dot_q4_K_q5_K(const uint8_t *w
     __m256 acc[MAX_ACT_ROWS], accm[MAX_ACT_ROWS];
     for (int r = 0; r < nr; r++) acc[r] = accm[r] = _mm256_setzero_ps();
     const int64_t bytes = five ? 176 : 144;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
     for (int64_t i = 0; i < nsuper; i++) {
         const uint8_t *blk = w + i * bytes;
         uint8_t sc[8], mn[8];
@@ -160,15 +197,8 @@ static inline __attribute__((always_inline)) void dot_q4_K_q5_K(const uint8_t *w
         const uint8_t *qs = blk + (five ? 48 : 16);
         __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
-            const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            __m256i lo = _mm256_and_si256(raw, m4);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-            if (five) {
-                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
-                hi = _mm256_or_si256(hi, _mm256_slli_epi16(
-                                             _mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
-                qh = _mm256_srli_epi16(qh, 2);
-            }
+            __m256i lo, hi;
+            k4_chunk(qs, c, five, &qh, &lo, &hi);
             for (int r = 0; r < nr; r++) {
                 const int8_t *x = a[r].q + i * 256 + 64 * c;
                 acc[r] = fma_chunk(lo, x, _mm256_broadcast_ss(&coef[r][2 * c]), acc[r]);
@@ -187,7 +217,6 @@ static inline __attribute__((always_inline)) void dot_q6_K(const uint8_t *w, int
                             const int nr) {
     __m256 acc[MAX_ACT_ROWS], accm[MAX_ACT_ROWS];
     for (int r = 0; r < nr; r++) acc[r] = accm[r] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
     for (int64_t i = 0; i < nsuper; i++) {
         const uint8_t *blk = w + i * 210;
         const int8_t *sc = (const int8_t *)(blk + 192);
@@ -204,16 +233,8 @@ static inline __attribute__((always_inline)) void dot_q6_K(const uint8_t *w, int
                                     _mm256_fmadd_ps(sc_hi, _mm256_loadu_ps(a[r].s16 + i * 16 + 8), s)));
         }
         for (int n = 0; n < 2; n++) {
-            const uint8_t *ql = blk + 64 * n, *qh = blk + 128 + 32 * n;
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
-            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
             __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2));
-            q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m2));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                   _mm256_and_si256(_mm256_srli_epi16(h, 2), m2));
+            q6_K_half(blk, n, q);
             for (int r = 0; r < nr; r++) {
                 const __m256 dd = _mm256_set1_ps(d);
                 for (int c = 0; c < 4; c++) {
