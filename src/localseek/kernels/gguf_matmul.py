@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from localseek.kernels.build import DTYPE_CODES, bind, load
+from localseek.kernels.build import DTYPE_CODES, bind
+from localseek.kernels.isa import compiled_isa
 
 _T = GGMLQuantizationType
 # The block formats the kernel multiplies directly (what Q4_0, Q4_K_M, Q5_K_M, Q6_K and Q8_0
@@ -101,6 +102,4 @@ def gguf_matmul_kernel(variant: str | None = None) -> GGUFMatmulKernel | None:
     fn = bind("gguf_matmul", "localseek_gguf_matmul", _ARGTYPES, variant)
     if fn is None:
         return None
-    isa = load("gguf_matmul", variant).localseek_gguf_matmul_isa
-    isa.restype = ctypes.c_char_p
-    return GGUFMatmulKernel(fn, isa().decode())
+    return GGUFMatmulKernel(fn, compiled_isa("gguf_matmul", variant))
