@@ -39,17 +39,22 @@ def random_blocks(qtype: _T, rows: int, cols: int, seed: int = 0) -> np.ndarray:
 
 
 def quantized_activations(x: torch.Tensor, levels: int) -> torch.Tensor:
-    """What the kernel multiplies: x in int8 blocks of 32 (amax / 127, round half to even),
-    plus, with two levels, the residual quantized the same way."""
-    blocks = x.double().reshape(x.shape[0], -1, 32)
-    total = torch.zeros_like(blocks)
-    for _ in range(levels):
-        amax = blocks.abs().amax(-1, keepdim=True).float()
-        scale = (amax / 127).double()
-        inv = torch.where(amax > 0, 127 / amax, torch.zeros_like(amax))
-        q = torch.round(blocks.float() * inv).double()
-        total += q * scale
-        blocks = (blocks.float() - (q * scale).float()).double()
+    """What the kernel multiplies: x in int8 blocks of 256 values when the row length allows,
+    else 32 (d = amax / 127, round half to even), plus, with two levels, what the first missed
+    in steps of d / 256 (clipped to +-127)."""
+    block = 256 if x.shape[1] % 256 == 0 else 32
+    blocks = x.float().reshape(x.shape[0], -1, block)
+    amax = blocks.abs().amax(-1, keepdim=True)
+    scale = amax / 127
+    inv = torch.where(amax > 0, 127 / amax, torch.zeros_like(amax))
+    q = torch.round(blocks * inv)
+    total = q.double() * scale.double()
+    if levels == 2:
+        missed = (
+            blocks.double() - total
+        ).float()  # one rounding, as the kernel's fused multiply-add
+        q2 = torch.round(missed * (inv * 256)).clamp(-127, 127)
+        total += q2.double() * (scale.double() / 256)
     return total.reshape(x.shape)
 
 
@@ -57,12 +62,16 @@ def quantized_activations(x: torch.Tensor, levels: int) -> torch.Tensor:
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("rows", [1, 3, 4, 5, 70])
 @pytest.mark.parametrize("levels", [1, 2])
-def test_matches_the_dequantized_blocks(variant, qtype, rows, levels):
+@pytest.mark.parametrize("cols", [512, 288])
+def test_matches_the_dequantized_blocks(variant, qtype, rows, levels, cols):
+    if cols % GGML_QUANT_SIZES[qtype][0]:
+        pytest.skip(f"{qtype.name} rows are whole blocks of {GGML_QUANT_SIZES[qtype][0]}")
     kernel = gguf_matmul_kernel(variant)
     assert kernel.variant == variant
-    raw = random_blocks(qtype, 37, 512)
+    raw = random_blocks(qtype, 37, cols)
     weight = torch.from_numpy(dequantize(raw, qtype).astype(np.float64))
-    x = torch.randn(rows, 512)
+    x = torch.randn(rows, cols)
+    x[:, 7] *= 30  # an outlier channel, as real activations have
     y = kernel(x, part_table([(int(qtype), torch.from_numpy(raw))]), levels)
     # Up to 4 rows: int8 activations; above, each weight row dequantized to float32 and
     # multiplied with the float32 activations (exact products).
@@ -71,7 +80,7 @@ def test_matches_the_dequantized_blocks(variant, qtype, rows, levels):
     torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5 * expected.abs().max())
     # Two levels carry ~15 bits: close to the unquantized product itself.
     exact = x.double() @ weight.T
-    bound = 3e-2 if levels == 1 else 2e-4
+    bound = 6e-2 if levels == 1 else 5e-4
     assert ((y.double() - exact).norm() / exact.norm()).item() < bound
 
 

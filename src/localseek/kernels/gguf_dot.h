@@ -1,15 +1,20 @@
 /* Dot products of one GGUF-quantized weight row with up to four int8 activation rows.
  *
  * Weights stay in ggml's block layouts (ggml-common.h): Q4_0, Q5_0, Q8_0 (32 values a block)
- * and Q4_K, Q5_K, Q6_K (256 values a super-block). Activations are quantized per 32 values to
- * int8 with a float scale (act_row), and the sums of their quantized values per 16 and per 32
- * are kept, so a block's offset (Q4_0's -8, a K-quant's min) costs one multiply per block
- * rather than one per value. Each 32-value chunk of weights is unpacked once to unsigned bytes
- * and multiplied with every activation row: u8 x s8 products summed in int32 (AVX2's
- * maddubs + madd, or one AVX512-VNNI dpbusd), then scaled in float.
+ * and Q4_K, Q5_K, Q6_K (256 values a super-block). Activations are quantized to int8 in blocks
+ * of QB values (256 when the row length allows, else 32), one float scale d a block, in one or
+ * two levels: level two holds what level one missed, in steps of d / 256, so two levels carry
+ * ~15 bits (act_row). The sums of the quantized values per 16 and per 32 are kept, so a block's
+ * offset (Q4_0's -8, a K-quant's min, Q6_K's -32) costs one multiply per block rather than one
+ * per value. Each 32-value chunk of weights is unpacked once to unsigned bytes and multiplied
+ * with every activation row: u8 x s8 products summed in int16 pairs (maddubs), then in int32.
+ * A K-quant's sub-block scales are integers, so they are applied in that int32 step (madd with
+ * the scale instead of 1) and a super-block goes to float once, not once per 32 values: that
+ * is why activation blocks are a whole super-block long when they can be.
  *
  * 256-bit vectors in every variant: the work per value is small and the loads dominate, and
- * the same code then runs on AVX2 CPUs; the AVX-512 variant differs by the VNNI instruction.
+ * the same code then runs on AVX2 CPUs; the AVX-512 variant differs by the VNNI instruction in
+ * the 32-value block types.
  */
 #ifndef LOCALSEEK_GGUF_DOT_H
 #define LOCALSEEK_GGUF_DOT_H
@@ -23,12 +28,15 @@
 /* ggml type ids (gguf's GGMLQuantizationType) and their block sizes. */
 enum { T_Q4_0 = 2, T_Q5_0 = 6, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14 };
 
-/* One activation row quantized in blocks of 32: x[i] ~= d[i / 32] * q[i]. */
+/* One activation row quantized in blocks of QB = 1 << qb_log2 values (32 or 256):
+ * x[i] ~= d[i / QB] * (q[i] + q2[i] / 256), q2 only with two levels. */
 typedef struct {
-    const int8_t *q;   /* [K] */
-    const float *d;    /* [K / 32] */
-    const float *s16;  /* [K / 16]: d * (sum of the 16 quantized values) */
-    const float *s32;  /* [K / 32]: d * (sum of the 32 quantized values) */
+    const int8_t *q;   /* [K] level one */
+    const int8_t *q2;  /* [K] level two */
+    const float *d;    /* [K / QB] */
+    const float *s16;  /* [K / 16]: d * (sum of q + sum of q2 / 256) over each 16 values */
+    const float *s32;  /* [K / 32]: the same over each 32 */
+    int qb_log2;
 } act_row;
 
 static inline float half_to_float(const uint8_t *p) {
@@ -52,12 +60,6 @@ static inline float hsum8(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
-}
-
-/* acc += float(dot32(u, a)) * coef */
-static inline __m256 fma_chunk(__m256i u, const int8_t *a, __m256 coef, __m256 acc) {
-    __m256i s = dot32(u, _mm256_loadu_si256((const __m256i *)a));
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), coef, acc);
 }
 
 static inline __m256 u8x8_to_float(const uint8_t *p) {
@@ -123,42 +125,80 @@ static inline void q6_K_half(const uint8_t *blk, int n, __m256i q[4]) {
                            _mm256_and_si256(_mm256_srli_epi16(h, 2), m2));
 }
 
+/* The int32 sums of 32 weight bytes u (unsigned) with 32 activations, both levels: level one
+ * counts 256 times (|level one| <= 31 x 127 x 4 a lane before the shift: no overflow). */
+static inline __m256i dot32_levels(__m256i u, const int8_t *a, const int8_t *a2, const int L) {
+    __m256i p = dot32(u, _mm256_loadu_si256((const __m256i *)a));
+    if (L == 2)
+        p = _mm256_add_epi32(_mm256_slli_epi32(p, 8),
+                             dot32(u, _mm256_loadu_si256((const __m256i *)a2)));
+    return p;
+}
+
+/* u (unsigned, <= 63) times 32 activations, int16 pairs weighted by the sub-block scales in
+ * sc (16 int16 lanes) and summed in int32: the K-quants' integer step. */
+static inline __m256i dot32_scaled(__m256i u, const int8_t *a, __m256i sc) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)a)), sc);
+}
+
+/* A super-block's int32 sums (level one s1, level two s2) to float, times dd, onto acc. */
+static inline __m256 super_block_to_float(__m256i s1, __m256i s2, const int L, float dd,
+                                          __m256 acc) {
+    __m256 f = _mm256_cvtepi32_ps(s1);
+    if (L == 2) f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s2), _mm256_set1_ps(1.0f / 256.0f), f);
+    return _mm256_fmadd_ps(f, _mm256_set1_ps(dd), acc);
+}
+
 /* Q4_0 (18 bytes: d, 16 bytes of nibbles; value = d * (q - 8)) and Q5_0 (22 bytes: d, 32
  * fifth bits, 16 bytes of nibbles; value = d * (q - 16)): low nibbles are values 0-15, high
  * nibbles 16-31. */
-static inline __attribute__((always_inline)) void dot_q4_0_q5_0(const uint8_t *w, int64_t nblocks, const act_row *a, float *res,
-                                 const int nr, const int five) {
+static inline __attribute__((always_inline)) void dot_q4_0_q5_0(const uint8_t *w, int64_t nblocks,
+                                                                const act_row *a, float *res,
+                                                                const int nr, const int L,
+                                                                const int five) {
     __m256 acc[MAX_ACT_ROWS];
     float off[MAX_ACT_ROWS];
     for (int r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps(), off[r] = 0.0f;
     const int64_t bytes = five ? 22 : 18;
+    const int shift = a[0].qb_log2 - 5; /* weight block b lies in activation block b >> shift */
+    const float unit = L == 2 ? 1.0f / 256.0f : 1.0f;
     for (int64_t b = 0; b < nblocks; b++) {
         const uint8_t *blk = w + b * bytes;
-        const float d = half_to_float(blk);
+        const float d = half_to_float(blk) * unit;
         const __m256i u = q4_0_q5_0_bytes(blk, five);
         for (int r = 0; r < nr; r++) {
-            acc[r] = fma_chunk(u, a[r].q + b * 32, _mm256_set1_ps(d * a[r].d[b]), acc[r]);
+            const __m256i p = dot32_levels(u, a[r].q + b * 32, a[r].q2 + b * 32, L);
+            const __m256 coef = _mm256_set1_ps(d * a[r].d[b >> shift]);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), coef, acc[r]);
             off[r] += d * a[r].s32[b];
         }
     }
-    for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]) - (five ? 16.0f : 8.0f) * off[r];
+    for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]) - (five ? 16.0f : 8.0f) / unit * off[r];
 }
 
 /* Q8_0 (34 bytes: d, 32 signed bytes): |w| x (a with w's sign) keeps the first factor
  * unsigned, as the instruction needs. */
-static inline __attribute__((always_inline)) void dot_q8_0(const uint8_t *w, int64_t nblocks, const act_row *a, float *res,
-                            const int nr) {
+static inline __attribute__((always_inline)) void dot_q8_0(const uint8_t *w, int64_t nblocks,
+                                                           const act_row *a, float *res,
+                                                           const int nr, const int L) {
     __m256 acc[MAX_ACT_ROWS];
     for (int r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps();
+    const int shift = a[0].qb_log2 - 5;
+    const float unit = L == 2 ? 1.0f / 256.0f : 1.0f;
     for (int64_t b = 0; b < nblocks; b++) {
         const uint8_t *blk = w + b * 34;
-        const float d = half_to_float(blk);
+        const float d = half_to_float(blk) * unit;
         const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 2));
         const __m256i u = _mm256_abs_epi8(q);
         for (int r = 0; r < nr; r++) {
             const __m256i x = _mm256_loadu_si256((const __m256i *)(a[r].q + b * 32));
-            __m256i s = dot32(u, _mm256_sign_epi8(x, q));
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * a[r].d[b]), acc[r]);
+            __m256i p = dot32(u, _mm256_sign_epi8(x, q));
+            if (L == 2) {
+                const __m256i x2 = _mm256_loadu_si256((const __m256i *)(a[r].q2 + b * 32));
+                p = _mm256_add_epi32(_mm256_slli_epi32(p, 8), dot32(u, _mm256_sign_epi8(x2, q)));
+            }
+            const __m256 coef = _mm256_set1_ps(d * a[r].d[b >> shift]);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), coef, acc[r]);
         }
     }
     for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]);
@@ -177,76 +217,85 @@ static inline void k4_scales(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
 /* Q4_K (144 bytes: d, dmin, scales[12], qs[128]) and Q5_K (176 bytes: d, dmin, scales[12],
  * qh[32], qs[128]): value = d * sc[j] * q - dmin * mn[j] for sub-block j of 32. Chunk c of
  * qs holds sub-block 2c in its low nibbles and 2c + 1 in its high ones; Q5_K's fifth bit of
- * sub-block j is bit j of each qh byte. */
-static inline __attribute__((always_inline)) void dot_q4_K_q5_K(const uint8_t *w, int64_t nsuper, const act_row *a, float *res,
-                                 const int nr, const int five) {
-    __m256 acc[MAX_ACT_ROWS], accm[MAX_ACT_ROWS];
-    for (int r = 0; r < nr; r++) acc[r] = accm[r] = _mm256_setzero_ps();
+ * sub-block j is bit j of each qh byte. Activation blocks of 256: one d a super-block. */
+static inline __attribute__((always_inline)) void dot_q4_K_q5_K(const uint8_t *w, int64_t nsuper,
+                                                                const act_row *a, float *res,
+                                                                const int nr, const int L,
+                                                                const int five) {
+    __m256 acc[MAX_ACT_ROWS];
+    for (int r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps();
     const int64_t bytes = five ? 176 : 144;
     for (int64_t i = 0; i < nsuper; i++) {
         const uint8_t *blk = w + i * bytes;
         uint8_t sc[8], mn[8];
         k4_scales(blk + 4, sc, mn);
-        const __m256 dsc = _mm256_mul_ps(_mm256_set1_ps(half_to_float(blk)), u8x8_to_float(sc));
+        const float d = half_to_float(blk);
         const __m256 dmn = _mm256_mul_ps(_mm256_set1_ps(half_to_float(blk + 2)), u8x8_to_float(mn));
-        float coef[MAX_ACT_ROWS][8];
-        for (int r = 0; r < nr; r++) {
-            _mm256_storeu_ps(coef[r], _mm256_mul_ps(dsc, _mm256_loadu_ps(a[r].d + i * 8)));
-            accm[r] = _mm256_fmadd_ps(dmn, _mm256_loadu_ps(a[r].s32 + i * 8), accm[r]);
-        }
+        for (int r = 0; r < nr; r++) /* the mins: - dmin * mn[j] * (sum of sub-block j) */
+            acc[r] = _mm256_fnmadd_ps(dmn, _mm256_loadu_ps(a[r].s32 + i * 8), acc[r]);
+        __m256i s1[MAX_ACT_ROWS], s2[MAX_ACT_ROWS];
+        for (int r = 0; r < nr; r++) s1[r] = s2[r] = _mm256_setzero_si256();
         const uint8_t *qs = blk + (five ? 48 : 16);
         __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             __m256i lo, hi;
             k4_chunk(qs, c, five, &qh, &lo, &hi);
+            const __m256i sl = _mm256_set1_epi16(sc[2 * c]), sh = _mm256_set1_epi16(sc[2 * c + 1]);
             for (int r = 0; r < nr; r++) {
-                const int8_t *x = a[r].q + i * 256 + 64 * c;
-                acc[r] = fma_chunk(lo, x, _mm256_broadcast_ss(&coef[r][2 * c]), acc[r]);
-                acc[r] = fma_chunk(hi, x + 32, _mm256_broadcast_ss(&coef[r][2 * c + 1]), acc[r]);
+                const int64_t o = i * 256 + 64 * c;
+                s1[r] = _mm256_add_epi32(s1[r], _mm256_add_epi32(dot32_scaled(lo, a[r].q + o, sl),
+                                                                 dot32_scaled(hi, a[r].q + o + 32, sh)));
+                if (L == 2)
+                    s2[r] = _mm256_add_epi32(
+                        s2[r], _mm256_add_epi32(dot32_scaled(lo, a[r].q2 + o, sl),
+                                                dot32_scaled(hi, a[r].q2 + o + 32, sh)));
             }
         }
+        for (int r = 0; r < nr; r++) acc[r] = super_block_to_float(s1[r], s2[r], L, d * a[r].d[i], acc[r]);
     }
-    for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]) - hsum8(accm[r]);
+    for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]);
 }
 
 /* Q6_K (210 bytes: ql[128], qh[64], scales[16] signed, d): value = d * sc[k] * (q - 32) for
  * sub-block k of 16, q = 4 low bits from ql and 2 high bits from qh. Each half of 128 values
  * takes 64 bytes of ql and 32 of qh: ql's low nibbles are values 0-63 of the half, its high
- * nibbles 64-127, and qh's bit pairs 0-1, 2-3, 4-5, 6-7 give values 0-31, 32-63, 64-95, 96-127. */
-static inline __attribute__((always_inline)) void dot_q6_K(const uint8_t *w, int64_t nsuper, const act_row *a, float *res,
-                            const int nr) {
-    __m256 acc[MAX_ACT_ROWS], accm[MAX_ACT_ROWS];
-    for (int r = 0; r < nr; r++) acc[r] = accm[r] = _mm256_setzero_ps();
+ * nibbles 64-127, and qh's bit pairs 0-1, 2-3, 4-5, 6-7 give values 0-31, 32-63, 64-95, 96-127.
+ * Activation blocks of 256: one d a super-block. */
+static inline __attribute__((always_inline)) void dot_q6_K(const uint8_t *w, int64_t nsuper,
+                                                           const act_row *a, float *res,
+                                                           const int nr, const int L) {
+    __m256 acc[MAX_ACT_ROWS];
+    for (int r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nsuper; i++) {
         const uint8_t *blk = w + i * 210;
         const int8_t *sc = (const int8_t *)(blk + 192);
         const float d = half_to_float(blk + 208);
         /* the -32 offset: -32 d sum_k sc[k] * s16[k] */
         const __m256 sc_lo = s8x8_to_float(sc), sc_hi = s8x8_to_float(sc + 8);
-        /* [sc[2c] x4 | sc[2c+1] x4] for chunk c of 32 values */
-        __m256 chunk_sc[8];
-        for (int c = 0; c < 8; c++)
-            chunk_sc[c] = _mm256_set_m128(_mm_set1_ps((float)sc[2 * c + 1]), _mm_set1_ps((float)sc[2 * c]));
+        const __m256 d32 = _mm256_set1_ps(32.0f * d);
         for (int r = 0; r < nr; r++) {
             const __m256 s = _mm256_mul_ps(sc_lo, _mm256_loadu_ps(a[r].s16 + i * 16));
-            accm[r] = _mm256_add_ps(accm[r], _mm256_mul_ps(_mm256_set1_ps(32.0f * d),
-                                    _mm256_fmadd_ps(sc_hi, _mm256_loadu_ps(a[r].s16 + i * 16 + 8), s)));
+            acc[r] = _mm256_fnmadd_ps(
+                d32, _mm256_fmadd_ps(sc_hi, _mm256_loadu_ps(a[r].s16 + i * 16 + 8), s), acc[r]);
         }
+        __m256i s1[MAX_ACT_ROWS], s2[MAX_ACT_ROWS];
+        for (int r = 0; r < nr; r++) s1[r] = s2[r] = _mm256_setzero_si256();
         for (int n = 0; n < 2; n++) {
             __m256i q[4];
             q6_K_half(blk, n, q);
-            for (int r = 0; r < nr; r++) {
-                const __m256 dd = _mm256_set1_ps(d);
-                for (int c = 0; c < 4; c++) {
-                    const int64_t chunk = i * 8 + 4 * n + c;
-                    const __m256 coef = _mm256_mul_ps(_mm256_mul_ps(dd, chunk_sc[4 * n + c]),
-                                                      _mm256_broadcast_ss(a[r].d + chunk));
-                    acc[r] = fma_chunk(q[c], a[r].q + chunk * 32, coef, acc[r]);
+            for (int c = 0; c < 4; c++) {
+                const int k = 8 * n + 2 * c; /* the chunk's two sub-blocks of 16: k and k + 1 */
+                const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[k + 1]), _mm_set1_epi16(sc[k]));
+                for (int r = 0; r < nr; r++) {
+                    const int64_t o = i * 256 + 128 * n + 32 * c;
+                    s1[r] = _mm256_add_epi32(s1[r], dot32_scaled(q[c], a[r].q + o, scv));
+                    if (L == 2) s2[r] = _mm256_add_epi32(s2[r], dot32_scaled(q[c], a[r].q2 + o, scv));
                 }
             }
         }
+        for (int r = 0; r < nr; r++) acc[r] = super_block_to_float(s1[r], s2[r], L, d * a[r].d[i], acc[r]);
     }
-    for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]) - hsum8(accm[r]);
+    for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]);
 }
 
 /* Values per block and bytes per block of each type. */
@@ -266,26 +315,35 @@ static inline int block_bytes(int type) {
     }
 }
 
-/* res[r] = dot(weight row w of type `type` and K values, activation row r), r < nr. */
-static inline __attribute__((always_inline)) void dot_row(int type, const uint8_t *w, int64_t K, const act_row *a, float *res,
-                           int nr) {
+/* res[r] = dot(weight row w of type `type` and K values, activation row r), r < nr, with
+ * `levels` levels of activations. The K-quants need activation blocks of 256. */
+static inline __attribute__((always_inline)) void dot_row(int type, const uint8_t *w, int64_t K,
+                                                          const act_row *a, float *res, int nr,
+                                                          int levels) {
     const int64_t nb = K / block_values(type);
-#define LS_DOT_FOR(NR)                                                                            \
+#define LS_DOT_FOR(NR, L)                                                                         \
     switch (type) {                                                                               \
-    case T_Q4_0: dot_q4_0_q5_0(w, nb, a, res, NR, 0); break;                                      \
-    case T_Q5_0: dot_q4_0_q5_0(w, nb, a, res, NR, 1); break;                                      \
-    case T_Q8_0: dot_q8_0(w, nb, a, res, NR); break;                                              \
-    case T_Q4_K: dot_q4_K_q5_K(w, nb, a, res, NR, 0); break;                                      \
-    case T_Q5_K: dot_q4_K_q5_K(w, nb, a, res, NR, 1); break;                                      \
-    case T_Q6_K: dot_q6_K(w, nb, a, res, NR); break;                                              \
+    case T_Q4_0: dot_q4_0_q5_0(w, nb, a, res, NR, L, 0); break;                                   \
+    case T_Q5_0: dot_q4_0_q5_0(w, nb, a, res, NR, L, 1); break;                                   \
+    case T_Q8_0: dot_q8_0(w, nb, a, res, NR, L); break;                                           \
+    case T_Q4_K: dot_q4_K_q5_K(w, nb, a, res, NR, L, 0); break;                                   \
+    case T_Q5_K: dot_q4_K_q5_K(w, nb, a, res, NR, L, 1); break;                                   \
+    case T_Q6_K: dot_q6_K(w, nb, a, res, NR, L); break;                                           \
     }
-    /* constant row counts, so each inlined body keeps its accumulators in registers */
+#define LS_DOT_LEVELS(NR)                                                                         \
+    if (levels == 2) {                                                                            \
+        LS_DOT_FOR(NR, 2)                                                                         \
+    } else {                                                                                      \
+        LS_DOT_FOR(NR, 1)                                                                         \
+    }
+    /* constant row and level counts, so each inlined body keeps its accumulators in registers */
     switch (nr) {
-    case 1: LS_DOT_FOR(1) break;
-    case 2: LS_DOT_FOR(2) break;
-    case 3: LS_DOT_FOR(3) break;
-    default: LS_DOT_FOR(4) break;
+    case 1: LS_DOT_LEVELS(1) break;
+    case 2: LS_DOT_LEVELS(2) break;
+    case 3: LS_DOT_LEVELS(3) break;
+    default: LS_DOT_LEVELS(4) break;
     }
+#undef LS_DOT_LEVELS
 #undef LS_DOT_FOR
 }
 

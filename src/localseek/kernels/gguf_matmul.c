@@ -7,14 +7,16 @@
  * out: N rows; part p's outputs land in the columns after those of the parts before it, row
  *    stride ldo elements, in x's element type.
  *
- * Up to four rows (decode): the activations are quantized to int8 per 32 values in one or two
- * levels (all threads), then every thread takes a contiguous range of output rows across the
- * parts, each 32-value chunk of weights unpacked once and multiplied with every row in int32:
- * the weights are read once and the step is memory-bound. Above four rows (prefill, batched
- * decode) the integer work per weight grows with the rows, so each weight row is instead
- * dequantized to float32 once (gguf_dequant.h) and multiplied with the float32 activations in
- * FMAs, four weight rows by two activation rows at a time (~2x the int8 path's rate at 16 rows
- * on an AVX2 EPYC, and exact). Activations are walked in panels small enough for the caches.
+ * Up to four rows (decode): each activation row is quantized to int8 in blocks of 256 values
+ * (32 when K is not a multiple of 256) in one or two levels (act_row in gguf_dot.h), then every
+ * thread takes a contiguous range of output rows across the parts; each weight block is unpacked
+ * once and multiplied with every row in int32 (a K-quant super-block accumulates in int32 with
+ * its sub-block scales, float once per super-block): the weights are read once. Above four rows
+ * (prefill, batched decode) the integer work per weight grows with the rows, so each weight row
+ * is instead dequantized to float32 once (gguf_dequant.h) and multiplied with the float32
+ * activations in FMAs, four weight rows by two activation rows at a time (~2x the int8 path's
+ * rate at 16 rows on an AVX2 EPYC, and exact). Activations are walked in panels small enough
+ * for the caches.
  * Returns 0, or 1 for arguments it does not handle (the caller falls back to dequantizing).
  */
 #include "bf16.h"
@@ -26,7 +28,6 @@
 #include <stdlib.h>
 
 #define MAX_PARTS 8
-#define PANEL_ROWS 64 /* activation rows per panel: 64 x K int8 stays in L2 for K up to ~16k */
 #define FLOAT_PANEL 64 /* activation rows per panel of the float path */
 #define W_ROWS 4       /* weight rows dequantized together in the float path */
 
@@ -34,50 +35,64 @@ static void load8(const char *x, int bf16, int64_t i, __m256 *v) {
     *v = bf16 ? bf16_load8((const uint16_t *)x + i) : _mm256_loadu_ps((const float *)x + i);
 }
 
-/* 32 values to int8 with one scale (amax / 127); returns the rounding residual in v. */
-static void quantize32(__m256 *v, int8_t *q, float *d, float *s16, float *s32) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
+static inline int32_t hsum8_epi32(__m256i s) {
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+    return _mm_cvtsi128_si32(t);
+}
+
+/* 32 int32 values (4 x 8) to int8 at q, saturating; their sums over each 16 into sums. */
+static void pack32(const __m256i r[4], int8_t *q, int32_t sums[2]) {
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    {
-        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                                 _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+    _mm256_storeu_si256((__m256i *)q, _mm256_permutevar8x32_epi32(p, order));
+    sums[0] = hsum8_epi32(_mm256_add_epi32(r[0], r[1]));
+    sums[1] = hsum8_epi32(_mm256_add_epi32(r[2], r[3]));
+}
+
+/* Activation row x to int8 in blocks of qb values (act_row in gguf_dot.h): d = amax / 127,
+ * level one q = round(x / d); level two q2 = round((x - d q) * 256 / d), clipped to +-127
+ * (|x - d q| <= d / 2, so only +-128 is clipped; -128 would not survive Q8_0's sign flip). */
+static void quantize_row(const char *x, int bf16, int64_t K, int qb, int levels, int8_t *q,
+                         int8_t *q2, float *d, float *s16, float *s32) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i lo8 = _mm256_set1_epi32(-127), hi8 = _mm256_set1_epi32(127);
+    for (int64_t b0 = 0; b0 < K; b0 += qb) {
+        __m256 m = _mm256_setzero_ps();
+        for (int64_t i = b0; i < b0 + qb; i += 8) {
+            __m256 v;
+            load8(x, bf16, i, &v);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v));
+        }
         __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         h = _mm_max_ps(h, _mm_movehl_ps(h, h));
         h = _mm_max_ss(h, _mm_movehdup_ps(h));
         const float amax = _mm_cvtss_f32(h);
         const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-        __m256i r[4];
-        for (int k = 0; k < 4; k++) r[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], _mm256_set1_ps(inv)));
-        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
-        _mm256_storeu_si256((__m256i *)q, _mm256_permutevar8x32_epi32(p, order));
-        for (int k = 0; k < 4; k++) /* what the int8 values miss, exactly (|v| <= scale / 2) */
-            v[k] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(r[k]), _mm256_set1_ps(scale), v[k]);
-        int32_t sums[2];
-        for (int half = 0; half < 2; half++) {
-            __m256i s = _mm256_add_epi32(r[2 * half], r[2 * half + 1]);
-            __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-            t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
-            t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
-            sums[half] = _mm_cvtsi128_si32(t);
+        d[b0 / qb] = scale;
+        for (int64_t c = b0; c < b0 + qb; c += 32) {
+            __m256 v[4];
+            __m256i r[4];
+            int32_t sums[2], sums2[2] = {0, 0};
+            for (int k = 0; k < 4; k++) {
+                load8(x, bf16, c + 8 * k, &v[k]);
+                r[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], _mm256_set1_ps(inv)));
+            }
+            pack32(r, q + c, sums);
+            if (levels == 2) {
+                __m256i r2[4];
+                for (int k = 0; k < 4; k++) { /* what level one misses, exactly */
+                    const __m256 res = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(r[k]), _mm256_set1_ps(scale), v[k]);
+                    r2[k] = _mm256_cvtps_epi32(_mm256_mul_ps(res, _mm256_set1_ps(inv * 256.0f)));
+                    r2[k] = _mm256_min_epi32(_mm256_max_epi32(r2[k], lo8), hi8);
+                }
+                pack32(r2, q2 + c, sums2);
+            }
+            for (int k = 0; k < 2; k++)
+                s16[c / 16 + k] = scale * ((float)sums[k] + (float)sums2[k] * (1.0f / 256.0f));
+            s32[c / 32] = s16[c / 16] + s16[c / 16 + 1];
         }
-        *d = scale;
-        s16[0] = scale * (float)sums[0];
-        s16[1] = scale * (float)sums[1];
-        *s32 = s16[0] + s16[1];
-    }
-}
-
-/* Activation row x to `levels` consecutive int8 rows from (q, d, s16, s32): level 0
- * quantizes x, level 1 what level 0 missed, so two levels carry ~15 bits. */
-static void quantize_row(const char *x, int bf16, int64_t K, int levels, int8_t *q, float *d,
-                         float *s16, float *s32) {
-    const int64_t nb = K / 32;
-    for (int64_t b = 0; b < nb; b++) {
-        __m256 v[4];
-        for (int k = 0; k < 4; k++) load8(x, bf16, b * 32 + 8 * k, &v[k]);
-        for (int l = 0; l < levels; l++)
-            quantize32(v, q + l * K + b * 32, d + l * nb + b, s16 + l * 2 * nb + 2 * b,
-                       s32 + l * nb + b);
     }
 }
 
@@ -178,53 +193,40 @@ int localseek_gguf_matmul(const void *x, int64_t N, int64_t K, int64_t ldx, int 
     if (N > MAX_ACT_ROWS) /* see matmul_float */
         return matmul_float((const char *)x, N, K, ldx, bf16, n_parts, types, weights, first,
                             out, ldo);
-    const int64_t nb32 = K / 32, V = N * levels; /* V quantized rows, `levels` per input row */
-    char *scratch = malloc((size_t)V * (K + sizeof(float) * (4 * nb32)) + 64);
+    /* activation blocks of a whole super-block when the row allows (gguf_dot.h) */
+    const int qb_log2 = K % 256 == 0 ? 8 : 5, qb = 1 << qb_log2;
+    for (int64_t p = 0; p < n_parts; p++)
+        if (block_values(types[p]) > qb) return 1;
+    const size_t floats = (size_t)K / qb + K / 16 + K / 32; /* d, s16, s32 of one row */
+    char *scratch = malloc((size_t)N * (2 * K + sizeof(float) * floats) + 64);
     if (!scratch) return 1;
-    int8_t *aq = (int8_t *)scratch;
-    float *ad = (float *)(scratch + ((V * K + 63) & ~(int64_t)63));
-    float *as16 = ad + V * nb32, *as32 = as16 + 2 * V * nb32;
+    int8_t *aq = (int8_t *)scratch, *aq2 = aq + N * K;
+    float *af = (float *)(scratch + ((2 * N * K + 63) & ~(int64_t)63));
+    act_row a[MAX_ACT_ROWS];
+    for (int64_t n = 0; n < N; n++) {
+        float *f = af + n * floats;
+        a[n] = (act_row){aq + n * K, aq2 + n * K, f, f + K / qb, f + K / qb + K / 16, qb_log2};
+    }
     const int64_t es = bf16 ? 2 : 4;
-    /* input rows per dot call: MAX_ACT_ROWS quantized rows hold this many */
-    const int64_t per_call = MAX_ACT_ROWS / levels, panel = PANEL_ROWS / levels;
 
     #pragma omp parallel
     {
         #pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            const int64_t v = n * levels;
-            quantize_row((const char *)x + n * ldx * es, bf16, K, levels, aq + v * K,
-                         ad + v * nb32, as16 + 2 * v * nb32, as32 + v * nb32);
-        }
+        for (int64_t n = 0; n < N; n++)
+            quantize_row((const char *)x + n * ldx * es, bf16, K, qb, levels, aq + n * K,
+                         aq2 + n * K, (float *)a[n].d, (float *)a[n].s16, (float *)a[n].s32);
         /* implicit barrier: every row is quantized before any dot product */
         const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
         const int64_t lo = total * t / T, hi = total * (t + 1) / T;
-        for (int64_t n0 = 0; n0 < N; n0 += panel) {
-            const int64_t n1 = n0 + panel < N ? n0 + panel : N;
-            for (int64_t p = 0; p < n_parts; p++) {
-                const int64_t r0 = lo > first[p] ? lo : first[p];
-                const int64_t r1 = hi < first[p + 1] ? hi : first[p + 1];
-                const int64_t row_bytes = K / block_values(types[p]) * block_bytes(types[p]);
-                for (int64_t m = r0; m < r1; m++) {
-                    const uint8_t *w = (const uint8_t *)weights[p] + (m - first[p]) * row_bytes;
-                    for (int64_t n = n0; n < n1; n += per_call) {
-                        const int64_t rows_here = n1 - n < per_call ? n1 - n : per_call;
-                        const int nr = (int)(rows_here * levels);
-                        act_row a[MAX_ACT_ROWS];
-                        for (int r = 0; r < nr; r++) {
-                            const int64_t v = n * levels + r;
-                            a[r] = (act_row){aq + v * K, ad + v * nb32, as16 + 2 * v * nb32,
-                                             as32 + v * nb32};
-                        }
-                        float res[MAX_ACT_ROWS];
-                        dot_row(types[p], w, K, a, res, nr);
-                        for (int64_t i = 0; i < rows_here; i++) {
-                            float sum = 0.0f;
-                            for (int l = 0; l < levels; l++) sum += res[i * levels + l];
-                            store_out((char *)out, bf16, (n + i) * ldo + m, sum);
-                        }
-                    }
-                }
+        for (int64_t p = 0; p < n_parts; p++) {
+            const int64_t r0 = lo > first[p] ? lo : first[p];
+            const int64_t r1 = hi < first[p + 1] ? hi : first[p + 1];
+            const int64_t row_bytes = K / block_values(types[p]) * block_bytes(types[p]);
+            for (int64_t m = r0; m < r1; m++) {
+                float res[MAX_ACT_ROWS];
+                dot_row(types[p], (const uint8_t *)weights[p] + (m - first[p]) * row_bytes, K, a,
+                        res, (int)N, levels);
+                for (int64_t n = 0; n < N; n++) store_out((char *)out, bf16, n * ldo + m, res[n]);
             }
         }
     }

@@ -80,10 +80,10 @@ class GGUFMatmulKernel:
     def __call__(self, x: torch.Tensor, table: PartTable, levels: int = 2) -> torch.Tensor | None:
         """x [N, K] -> [N, table.out_features] in x's dtype, or None if the kernel refused.
 
-        levels, for calls of up to 4 rows: activations are multiplied as int8 in one level (~8
-        bits, llama.cpp's Q8 precision) or two (the second quantizes what the first missed, ~15
-        bits; twice the arithmetic, the same weight bytes). Larger calls dequantize each weight
-        row to float32 once and multiply exactly."""
+        levels, for calls of up to 4 rows: activations are multiplied as int8 per block of 256
+        (or 32) values in one level (~8 bits, llama.cpp's Q8_K precision) or two (the second
+        quantizes what the first missed, ~15 bits; ~1.3-1.5x the arithmetic, the same weight
+        bytes). Larger calls dequantize each weight row to float32 once and multiply exactly."""
         if x.dtype not in DTYPE_CODES or x.device.type != "cpu":
             return None
         x = x.contiguous()
