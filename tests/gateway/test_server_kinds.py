@@ -12,7 +12,8 @@ import subprocess
 
 import httpx
 import pytest
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 
 from .conftest import chat
 from .fakes import FakeState, make_app
@@ -72,6 +73,55 @@ def test_a_localseek_health_path_on_ollama_would_open_its_circuit(gateway):
         assert wait_until(
             lambda: httpx.get(url + "/health").json()["upstreams"][0]["circuit"] != "closed"
         )
+    finally:
+        upstream.stop()
+
+
+OLLAMA_BUSY = {"error": "server busy, please try again.  maximum pending requests exceeded"}
+
+
+def busy_ollama() -> ServerThread:
+    """Ollama past OLLAMA_MAX_QUEUE: a 503 with its "server busy" message, no Retry-After."""
+    app = make_app(FakeState("ollama"))
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") != "/health"]
+    app.add_api_route("/", lambda: PlainTextResponse("Ollama is running"), methods=["GET"])
+    for path in ("/v1/chat/completions", "/v1/completions"):  # ahead of the fake's own routes
+        app.router.routes.insert(
+            0, APIRoute(path, lambda: JSONResponse(OLLAMA_BUSY, 503), methods=["POST"])
+        )
+    return ServerThread(app).start()
+
+
+@pytest.mark.parametrize("server", ["ollama", "openai"])
+def test_ollamas_busy_503_is_a_refusal_for_load_not_a_fault(gateway, server):
+    """Told it is Ollama, the gateway reads "server busy" as a 429: the client is asked to retry
+    later and the replica stays healthy. The same answer from an unknown server is a fault."""
+    upstream = busy_ollama()
+    try:
+        config = {"name": "o", "url": upstream.url + "/v1", "server": server, "probe": False}
+        url = gateway({"upstreams": [config]})
+        reply = httpx.post(url + "/v1/chat/completions", json=chat(), timeout=10)
+        errors = httpx.get(url + "/metrics").text
+        if server == "ollama":
+            assert reply.status_code == 429, reply.text
+            assert reply.headers["retry-after"] == "1"
+            assert reply.json()["error"]["type"] == "rate_limit_error"
+            assert 'kind="status_429"' in errors and 'kind="status_5xx"' not in errors
+        else:
+            assert reply.status_code == 502, reply.text
+            assert 'kind="status_5xx"' in errors
+    finally:
+        upstream.stop()
+
+
+def test_a_busy_ollama_hands_the_request_to_another_replica(gateway, fake):
+    upstream, replica = busy_ollama(), fake("replica")
+    try:
+        ollama = {"name": "o", "url": upstream.url + "/v1", "server": "ollama", "probe": False}
+        url = gateway({"upstreams": [ollama, replica.upstream()]})
+        for i in range(4):
+            reply = httpx.post(url + "/v1/chat/completions", json=chat(f"q{i}"), timeout=10)
+            assert reply.status_code == 200 and reply.json()["served_by"] == "replica"
     finally:
         upstream.stop()
 

@@ -19,6 +19,7 @@ from localseek.gateway.config import DispatchConfig
 from localseek.gateway.dispatch import Dispatcher, NoUpstreamLeft
 from localseek.gateway.lease import Lease
 from localseek.gateway.request import ROUTES, GatewayRequest, encode_body
+from localseek.gateway.server_kinds import SERVER_KINDS
 from localseek.gateway.upstream import Upstream
 from localseek.ops.metrics.gateway import GatewayMetrics
 
@@ -60,7 +61,7 @@ class Attempts:
     exclude: set[str] = field(default_factory=set)
     count: int = 0
     errors: list[str] = field(default_factory=list)
-    retry_after: list[float] = field(default_factory=list)  # from upstream 429s
+    retry_after: list[float] = field(default_factory=list)  # from busy answers (429, busy 503s)
     rate_limited_only: bool = True
 
 
@@ -154,12 +155,14 @@ class Forwarder:
             return opened
 
     def _refused(self, lease: Lease, response: httpx.Response, tried: Attempts) -> None:
-        """A non-200 answer: 429 and 5xx count against the upstream; other 4xx are raised."""
+        """A non-200 answer: busy (429, or the server kind's busy 503) and 5xx count against the
+        upstream; other 4xx are raised."""
         status = response.status_code
-        if status == 429 or status >= 500:
+        busy = SERVER_KINDS[lease.upstream.config.server].is_busy(response)
+        if busy or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            kind = "status_429" if status == 429 else "status_5xx"
-            if status == 429:
+            kind = "status_429" if busy else "status_5xx"
+            if busy:  # the client hears Retry-After (1 s if none) when every replica is busy
                 tried.retry_after.append(retry_after if retry_after is not None else 1.0)
             self.failed(lease, kind, tried, f"{lease.upstream.name}: HTTP {status}", retry_after)
             return

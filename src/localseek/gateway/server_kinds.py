@@ -45,11 +45,31 @@ def _gauges(*names: str) -> Callable[[httpx.Response], Load | None]:
     return parse
 
 
+def _busy_text(*phrases: str) -> Callable[[httpx.Response], bool]:
+    """A 503 whose body says one of `phrases`: the server is full, not broken."""
+
+    def busy(response: httpx.Response) -> bool:
+        text = response.text.lower()
+        return response.status_code == 503 and any(p in text for p in phrases)
+
+    return busy
+
+
 @dataclass(frozen=True)
 class ServerKind:
     health_path: str  # answers 2xx when the server can take requests
     load_path: str | None  # None: no load signal, in-flight counts only
     parse_load: Callable[[httpx.Response], Load | None] | None = None
+    # Beyond 429 and any 503 with Retry-After: the answers that mean "full, try later"
+    busy: Callable[[httpx.Response], bool] | None = None
+
+    def is_busy(self, response: httpx.Response) -> bool:
+        """Whether a non-200 answer is a refusal for load (like 429), not a fault: the gateway
+        tries another replica and pauses this one, and it does not count as unhealthy."""
+        status = response.status_code
+        if status == 429 or (status == 503 and "retry-after" in response.headers):
+            return True
+        return self.busy is not None and self.busy(response)
 
 
 SERVER_KINDS: dict[str, ServerKind] = {
@@ -63,6 +83,7 @@ SERVER_KINDS: dict[str, ServerKind] = {
         "/metrics",
         _gauges("llamacpp:requests_processing", "llamacpp:requests_deferred"),
     ),
-    "ollama": ServerKind("/", None),  # GET / answers "Ollama is running"
+    # GET / answers "Ollama is running"; past OLLAMA_MAX_QUEUE it answers 503 "server busy"
+    "ollama": ServerKind("/", None, busy=_busy_text("server busy", "maximum pending requests")),
     "openai": ServerKind("/health", None),  # any other OpenAI-compatible server
 }
