@@ -15,6 +15,8 @@ import pytest
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 
+from localseek.gateway.server_kinds import SERVER_KINDS
+
 from .conftest import chat
 from .fakes import FakeState, make_app
 from .servers import ServerThread, free_port, stop_process, wait_http
@@ -126,6 +128,23 @@ def test_a_busy_ollama_hands_the_request_to_another_replica(gateway, fake):
         upstream.stop()
 
 
+@pytest.mark.parametrize(
+    ("server", "status", "body", "headers", "busy"),
+    [
+        ("llama_cpp", 503, {"error": {"message": "Loading model", "code": 503}}, {}, True),
+        ("llama_cpp", 503, {"error": {"message": "slot crashed"}}, {}, False),
+        ("ollama", 503, OLLAMA_BUSY, {}, True),
+        ("ollama", 500, OLLAMA_BUSY, {}, False),
+        ("vllm", 503, {"error": "overloaded"}, {"Retry-After": "3"}, True),
+        ("vllm", 503, {"error": "overloaded"}, {}, False),
+        ("openai", 429, {}, {}, True),
+    ],
+)
+def test_which_answers_mean_busy(server, status, body, headers, busy):
+    response = httpx.Response(status, json=body, headers=headers)
+    assert SERVER_KINDS[server].is_busy(response) is busy
+
+
 @pytest.fixture
 def llama_server(tmp_path):
     binary = os.environ.get("LLAMA_SERVER")
@@ -155,6 +174,9 @@ def llama_server(tmp_path):
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=120)
+        # it listens before its model is loaded, answering 503 "Loading model" until then
+        health = lambda: httpx.get(f"http://127.0.0.1:{port}/health").status_code  # noqa: E731
+        assert wait_until(lambda: health() == 200, 120), "llama-server never finished loading"
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process(proc)

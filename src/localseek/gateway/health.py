@@ -39,11 +39,13 @@ class HealthMonitor:
         for upstream, ok in zip(self._upstreams, results, strict=True):
             if not ok:
                 log.warning(
-                    "upstream %s (%s) is not reachable at start; its circuit is open and it will "
-                    "be probed every %.1fs",
+                    "upstream %s (%s) is not healthy at start (circuit %s); it is probed every "
+                    "%.1fs and its circuit opens after %d failures in a row",
                     upstream.name,
                     upstream.config.url,
+                    upstream.circuit.state,
                     self._config.interval_s,
+                    self._config.failure_threshold,
                 )
         self._task = asyncio.create_task(self._loop())
 

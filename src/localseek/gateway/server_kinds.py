@@ -77,11 +77,13 @@ SERVER_KINDS: dict[str, ServerKind] = {
     "vllm": ServerKind(
         "/health", "/metrics", _gauges("vllm:num_requests_running", "vllm:num_requests_waiting")
     ),
-    # llama-server answers 503 on /health while its model loads; /metrics needs --metrics.
+    # llama-server answers 503 "Loading model" to everything while its model loads (it listens
+    # first); /metrics needs --metrics.
     "llama_cpp": ServerKind(
         "/health",
         "/metrics",
         _gauges("llamacpp:requests_processing", "llamacpp:requests_deferred"),
+        busy=_busy_text("loading model"),
     ),
     # GET / answers "Ollama is running"; past OLLAMA_MAX_QUEUE it answers 503 "server busy"
     "ollama": ServerKind("/", None, busy=_busy_text("server busy", "maximum pending requests")),
