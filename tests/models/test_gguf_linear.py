@@ -54,11 +54,17 @@ def load(source, keep_packed, dtype=torch.float32) -> torch.nn.Module:
     return model.eval()
 
 
-def logits(model, ids: list[int], dtype=torch.float32) -> torch.Tensor:
+def runner_for(model, ids: list[int], dtype=torch.float32) -> tuple[ModelRunner, Sequence]:
+    """A runner with KV blocks for `ids`, and the sequence holding them."""
     blocks = -(-len(ids) // 16)
     runner = ModelRunner(model, 16, blocks, device="cpu", dtype=dtype)
     seq = Sequence("r", ids, SamplingParams())
     seq.block_table = list(range(blocks))
+    return runner, seq
+
+
+def logits(model, ids: list[int], dtype=torch.float32) -> torch.Tensor:
+    runner, seq = runner_for(model, ids, dtype)
     batch = runner.prepare([Step(seq, len(ids))])
     with torch.inference_mode():
         return model.compute_logits(
@@ -112,10 +118,7 @@ def test_bf16_model_on_packed_blocks(tmp_path):
 
 def decode_logits(model, ids: list[int]) -> torch.Tensor:
     """Teacher-forced one token per step, as decoding runs (the kernel's int8 path)."""
-    blocks = -(-len(ids) // 16)
-    runner = ModelRunner(model, 16, blocks, device="cpu", dtype=torch.float32)
-    seq = Sequence("r", ids, SamplingParams())
-    seq.block_table = list(range(blocks))
+    runner, seq = runner_for(model, ids)
     rows = []
     with torch.inference_mode():
         for i in range(len(ids)):

@@ -126,6 +126,10 @@ static inline __attribute__((always_inline)) void dot_4xn(const float *w, int64_
         for (int r = 0; r < nr; r++) acc[i * 3 + r] = c[i][r];
 }
 
+/* The accumulators matmul_float keeps for `rows` activation rows: W_ROWS x 3 vectors per
+ * group of three rows (dot_4xn), the last group possibly short. */
+static inline int64_t acc_vectors(int64_t rows) { return (rows + 2) / 3 * W_ROWS * 3; }
+
 /* Many activation rows: each weight row is dequantized to float32 once per panel and multiplied
  * with the float32 activations (exact products; the int8 path's arithmetic per weight grows with
  * the rows, this one's dequantization does not). */
@@ -148,7 +152,7 @@ static int matmul_float(const char *x, int64_t N, int64_t K, int64_t ldx, int bf
         const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
         const int64_t lo = total * t / T, hi = total * (t + 1) / T;
         float *w = malloc((size_t)W_ROWS * K * sizeof(float));
-        __m256 *acc = aligned_alloc(32, (size_t)(FLOAT_PANEL + 2) * W_ROWS * sizeof(__m256));
+        __m256 *acc = aligned_alloc(32, (size_t)acc_vectors(FLOAT_PANEL) * sizeof(__m256));
         if (!w || !acc) {
             #pragma omp atomic write
             failed = 1;
@@ -165,8 +169,7 @@ static int matmul_float(const char *x, int64_t N, int64_t K, int64_t ldx, int bf
                         dequant_row(types[p],
                                     (const uint8_t *)weights[p] + (m + (i < mr ? i : mr - 1) - first[p]) * row_bytes,
                                     K, w + i * K);
-                    /* acc: W_ROWS x 3 vectors per group of three activation rows */
-                    for (int64_t j = 0; j < (n1 - n0 + 2) / 3 * W_ROWS * 3; j++) acc[j] = _mm256_setzero_ps();
+                    for (int64_t j = 0; j < acc_vectors(n1 - n0); j++) acc[j] = _mm256_setzero_ps();
                     for (int64_t k0 = 0; k0 < K; k0 += K_CHUNK) {
                         const int64_t len = K - k0 < K_CHUNK ? K - k0 : K_CHUNK;
                         for (int64_t n = n0; n < n1; n += 3) {
