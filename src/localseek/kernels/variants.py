@@ -47,6 +47,7 @@ KERNEL_VARIANTS: dict[str, tuple[Variant, ...]] = {
     "int8_matvec": (AVX512, AVX2),
     "gemma3_decode": (AVX512_BF16,),
     "gguf_matmul": (AVX512_VNNI, AVX2),
+    "pointwise": (AVX512, AVX2),
 }
 
 

@@ -23,6 +23,7 @@ static inline void vstore(float *p, vecf v) { _mm512_storeu_ps(p, v); }
 static inline vecf vadd(vecf a, vecf b) { return _mm512_add_ps(a, b); }
 static inline vecf vsub(vecf a, vecf b) { return _mm512_sub_ps(a, b); }
 static inline vecf vmul(vecf a, vecf b) { return _mm512_mul_ps(a, b); }
+static inline vecf vdiv(vecf a, vecf b) { return _mm512_div_ps(a, b); }
 static inline vecf vmin(vecf a, vecf b) { return _mm512_min_ps(a, b); }
 static inline vecf vmax(vecf a, vecf b) { return _mm512_max_ps(a, b); }
 static inline vecf vfma(vecf a, vecf b, vecf c) { return _mm512_fmadd_ps(a, b, c); }
@@ -54,6 +55,7 @@ static inline void vstore(float *p, vecf v) { _mm256_storeu_ps(p, v); }
 static inline vecf vadd(vecf a, vecf b) { return _mm256_add_ps(a, b); }
 static inline vecf vsub(vecf a, vecf b) { return _mm256_sub_ps(a, b); }
 static inline vecf vmul(vecf a, vecf b) { return _mm256_mul_ps(a, b); }
+static inline vecf vdiv(vecf a, vecf b) { return _mm256_div_ps(a, b); }
 static inline vecf vmin(vecf a, vecf b) { return _mm256_min_ps(a, b); }
 static inline vecf vmax(vecf a, vecf b) { return _mm256_max_ps(a, b); }
 static inline vecf vfma(vecf a, vecf b, vecf c) { return _mm256_fmadd_ps(a, b, c); }

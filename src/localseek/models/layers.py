@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from localseek.errors import UnsupportedModelError
+from localseek.kernels.pointwise import pointwise_kernel
 from localseek.models.attention import AttentionMetadata
 
 
@@ -76,6 +77,11 @@ class RMSNorm(nn.Module):
     def forward(
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        native = pointwise_kernel()  # float32 CPU rows (handles); else torch's ops
+        if native is not None and native.handles(x, residual):
+            done = native.add_rms_norm(x, residual, self.scale(), self.eps)
+            if done is not None:
+                return done[0] if residual is None else done
         if residual is None:
             return self._norm(x)
         residual = x + residual
@@ -111,13 +117,19 @@ class GatedMLP(nn.Module):
             raise UnsupportedModelError(
                 f"unsupported hidden_act {act!r}; supported: {sorted(_ACTIVATIONS)}"
             )
-        self.act = _ACTIVATIONS[act]
+        self.act, self.act_name = _ACTIVATIONS[act], act
         self.intermediate_size = intermediate_size
         self.gate_up_proj = Linear(hidden_size, 2 * intermediate_size, bias=bias, dtype=dtype)
         self.down_proj = Linear(intermediate_size, hidden_size, bias=bias, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
+        gate_up = self.gate_up_proj(x)
+        native = pointwise_kernel()  # float32 CPU rows (handles); else torch's ops
+        if native is not None and native.handles(gate_up):
+            h = native.gated_act(gate_up, self.act_name)
+            if h is not None:
+                return self.down_proj(h)
+        gate, up = gate_up.split(self.intermediate_size, dim=-1)
         # In place into act's fresh output: out-of-place bf16 `*` on the two strided halves
         # measured 2x slower on CPU (11 vs 5 ms for 2048 tokens x 1536).
         return self.down_proj(self.act(gate).mul_(up))

@@ -1,0 +1,91 @@
+/* The float32 row steps between a decoder layer's matmuls, on the CPU with AVX2 or AVX-512:
+ * the residual add fused with RMS normalisation, and the gated activation act(gate) * up.
+ *
+ * In torch these are 4-8 small operations each (F.rms_norm is composite on CPU: pow, mean,
+ * add, rsqrt, mul, plus the weight multiply and the residual add), ~45 us per norm on a
+ * 1536-wide row against ~2 us here; a 28-layer model runs 57 norms and 28 activations per
+ * decode step. Rows are independent; a call with enough work splits them across the threads
+ * of the process's OpenMP runtime (torch's). All arrays are contiguous float32 [rows, dim].
+ */
+#include "simd.h"
+#include <math.h>
+#include <stdint.h>
+
+/* Below this many values a call stays on one thread: forking costs more than it saves. */
+#define PARALLEL_VALUES 65536
+
+/* sum = x + residual (x alone when residual is NULL), written to sum_out when given;
+ * out = sum * rsqrt(mean(sum^2) + eps) * weight, multiplied in that order as torch does. */
+static void norm_row(const float *x, const float *residual, const float *weight, float *sum_out,
+                     float *out, int64_t dim, float eps) {
+    vecf acc0 = vzero(), acc1 = vzero();
+    int64_t i = 0;
+    const float *s = residual ? sum_out : x;
+    for (; i + 2 * VW <= dim; i += 2 * VW) {
+        vecf a = vload(x + i), b = vload(x + i + VW);
+        if (residual) {
+            a = vadd(a, vload(residual + i));
+            b = vadd(b, vload(residual + i + VW));
+            vstore(sum_out + i, a);
+            vstore(sum_out + i + VW, b);
+        }
+        acc0 = vfma(a, a, acc0);
+        acc1 = vfma(b, b, acc1);
+    }
+    float squares = vhsum(vadd(acc0, acc1));
+    for (; i < dim; i++) {
+        float v = residual ? x[i] + residual[i] : x[i];
+        if (residual) sum_out[i] = v;
+        squares += v * v;
+    }
+    float inv = 1.0f / sqrtf(squares / (float)dim + eps);
+    vecf vinv = vset1(inv);
+    for (i = 0; i + VW <= dim; i += VW) vstore(out + i, vmul(vmul(vload(s + i), vinv), vload(weight + i)));
+    for (; i < dim; i++) out[i] = s[i] * inv * weight[i];
+}
+
+int localseek_add_rms_norm(const float *x, const float *residual, const float *weight,
+                           float *sum_out, float *out, int64_t rows, int64_t dim, float eps) {
+    if (rows < 0 || dim <= 0 || (residual && !sum_out)) return 1;
+    #pragma omp parallel for schedule(static) if (rows * dim >= PARALLEL_VALUES)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *res = residual ? residual + r * dim : 0;
+        norm_row(x + r * dim, res, weight, residual ? sum_out + r * dim : 0, out + r * dim, dim,
+                 eps);
+    }
+    return 0;
+}
+
+enum { ACT_SILU = 0, ACT_GELU_TANH = 1 };
+
+/* silu(g) = g / (1 + e^-g); gelu_tanh(g) = g/2 (1 + tanh(u)) = g / (1 + e^-2u) with
+ * u = sqrt(2/pi) (g + 0.044715 g^3): the same function through one exponential. */
+static inline vecf act_vec(vecf g, int act) {
+    vecf t = g;
+    if (act == ACT_GELU_TANH)
+        t = vmul(vset1(2.0f * 0.7978845608028654f), vfma(vmul(vset1(0.044715f), vmul(g, g)), g, g));
+    return vdiv(g, vadd(vset1(1.0f), vexp(vsub(vzero(), t))));
+}
+
+static inline float act_one(float g, int act) {
+    float t = act == ACT_GELU_TANH ? 2.0f * 0.7978845608028654f * (g + 0.044715f * g * g * g) : g;
+    return g / (1.0f + expf(-t));
+}
+
+/* out[r, i] = act(gate_up[r, i]) * gate_up[r, inter + i]: the gate and up halves of one fused
+ * projection, as GatedMLP computes them. */
+int localseek_gated_act(const float *gate_up, float *out, int64_t rows, int64_t inter, int act) {
+    if (rows < 0 || inter <= 0 || (act != ACT_SILU && act != ACT_GELU_TANH)) return 1;
+    #pragma omp parallel for schedule(static) if (rows * inter >= PARALLEL_VALUES)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *gate = gate_up + r * 2 * inter, *up = gate + inter;
+        float *y = out + r * inter;
+        int64_t i = 0;
+        for (; i + VW <= inter; i += VW) vstore(y + i, vmul(act_vec(vload(gate + i), act), vload(up + i)));
+        for (; i < inter; i++) y[i] = act_one(gate[i], act) * up[i];
+    }
+    return 0;
+}
+
+/* The instruction set this object was compiled for, for logs and tests. */
+const char *localseek_pointwise_isa(void) { return VW == 16 ? "avx512" : "avx2"; }

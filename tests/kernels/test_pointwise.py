@@ -1,0 +1,105 @@
+"""The native residual-add + RMSNorm and gated activation, in each instruction-set variant this
+CPU runs, against float64, and the model layers' use of them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from kernel_variants import kernel_in, variant_params
+
+from localseek.kernels.pointwise import PointwiseKernel, pointwise_kernel
+from localseek.models.layers import GatedMLP, RMSNorm
+
+
+@pytest.fixture(params=variant_params("pointwise"))
+def kernel(request) -> PointwiseKernel:
+    return kernel_in(request.param, pointwise_kernel)
+
+
+def _rms_norm64(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    x = x.double()
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.double()
+
+
+# Widths with and without a vector tail (1536: R1; 640: the demo; 100 and 7: tails only).
+@pytest.mark.parametrize("dim", [1536, 640, 100, 7])
+@pytest.mark.parametrize("rows", [1, 3, 64])
+def test_add_rms_norm_matches_float64(kernel, rows, dim):
+    gen = torch.Generator().manual_seed(rows * dim)
+    x, residual = torch.randn(rows, dim, generator=gen), torch.randn(rows, dim, generator=gen) * 4
+    weight = torch.rand(dim, generator=gen) + 0.5
+    x0, r0 = x.clone(), residual.clone()
+    out, total = kernel.add_rms_norm(x, residual, weight, 1e-6)
+    assert torch.equal(total, x + residual)  # one float32 add, as torch does it
+    torch.testing.assert_close(
+        out.double(), _rms_norm64(x + residual, weight, 1e-6), rtol=2e-6, atol=1e-6
+    )
+    assert torch.equal(x, x0) and torch.equal(residual, r0)  # neither input is written
+    alone, none = kernel.add_rms_norm(x, None, weight, 1e-6)
+    assert none is None
+    torch.testing.assert_close(alone.double(), _rms_norm64(x, weight, 1e-6), rtol=2e-6, atol=1e-6)
+
+
+def test_a_zero_row_is_eps_scaled_not_nan(kernel):
+    out, _ = kernel.add_rms_norm(torch.zeros(2, 64), None, torch.ones(64), 1e-6)
+    assert torch.equal(out, torch.zeros(2, 64))
+
+
+def _gelu_tanh64(g: torch.Tensor) -> torch.Tensor:
+    g = g.double()
+    return 0.5 * g * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (g + 0.044715 * g**3)))
+
+
+@pytest.mark.parametrize(
+    ("act", "reference"),
+    [("silu", lambda g: F.silu(g.double())), ("gelu_pytorch_tanh", _gelu_tanh64)],
+)
+@pytest.mark.parametrize(("rows", "inter"), [(1, 8960), (4, 2048), (2, 37)])
+def test_gated_activation_matches_float64(kernel, act, reference, rows, inter):
+    gen = torch.Generator().manual_seed(rows * inter)
+    gate_up = torch.randn(rows, 2 * inter, generator=gen) * 6  # well into both tails
+    out = kernel.gated_act(gate_up, act)
+    gate, up = gate_up.double().split(inter, dim=-1)
+    torch.testing.assert_close(out.double(), reference(gate) * up, rtol=1e-5, atol=1e-6)
+
+
+def test_an_activation_it_lacks_is_left_to_torch(kernel):
+    assert kernel.gated_act(torch.randn(1, 64), "relu") is None
+
+
+def test_it_takes_only_contiguous_float32_cpu_tensors(kernel):
+    x = torch.randn(4, 64)
+    assert kernel.handles(x, None)
+    assert not kernel.handles(x.bfloat16())
+    assert not kernel.handles(x.t())
+    assert not kernel.handles(x, x.double())
+
+
+@pytest.mark.skipif(pointwise_kernel() is None, reason="the native kernels do not run here")
+def test_the_layers_use_it_for_float32_and_match_torch_ops(monkeypatch):
+    """RMSNorm and GatedMLP give what their torch formulas give: through the native kernel for
+    float32 rows, through torch's ops for bf16."""
+    native, calls = pointwise_kernel(), []
+    for name in ("add_rms_norm", "gated_act"):
+        original = getattr(native, name)
+        monkeypatch.setattr(
+            native, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a)
+        )
+    gen = torch.Generator().manual_seed(0)
+    norm = RMSNorm(256, 1e-6, offset=1.0)
+    norm.weight.data = torch.randn(256, generator=gen) * 0.1
+    x, residual = torch.randn(3, 256, generator=gen), torch.randn(3, 256, generator=gen)
+    h, total = norm(x, residual)
+    expected = F.rms_norm(x + residual, (256,), norm.weight.data + 1.0, 1e-6)
+    torch.testing.assert_close(h, expected, rtol=2e-6, atol=1e-6)
+    assert torch.equal(total, x + residual)
+    mlp = GatedMLP(256, 96, act="silu")
+    for p in mlp.parameters():
+        p.data = torch.randn(p.shape, generator=gen) * 0.05
+    gate, up = (x @ mlp.gate_up_proj.weight.T).split(96, dim=-1)
+    expected = (F.silu(gate) * up) @ mlp.down_proj.weight.T
+    torch.testing.assert_close(mlp(x), expected, rtol=1e-5, atol=1e-6)
+    assert calls == ["add_rms_norm", "gated_act"]
+    h16, _ = norm(x.bfloat16(), residual.bfloat16())
+    assert h16.dtype == torch.bfloat16 and len(calls) == 2
