@@ -31,6 +31,7 @@ class LLM:
         device: str = "auto",
         max_model_len: int | None = None,
         quantization: str = "auto",
+        gguf_activations: str = "q16",
         max_num_seqs: int = 64,
         max_num_batched_tokens: int = 2048,
         block_size: int = 16,
@@ -49,6 +50,7 @@ class LLM:
                 device=device,
                 max_model_len=max_model_len,
                 quantization=quantization,
+                gguf_activations=gguf_activations,
             ),
             cache=CacheConfig(
                 block_size=block_size,

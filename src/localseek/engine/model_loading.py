@@ -66,7 +66,9 @@ def load_model(config: EngineConfig) -> LoadedModel:
     device = resolve_device(config.model.device)
     dtype = resolve_dtype(config.model.dtype, device)
     model_cls = resolve_model_class(source.config)
-    method = choose_linear_method(config.model.quantization, source, device)
+    method = choose_linear_method(
+        config.model.quantization, source, device, config.model.gguf_activations
+    )
     logger.info("linear weights: %s (%s)", method.name, method.reason)
     with torch.device(device):
         model = model_cls(source.config, dtype, device)
@@ -87,6 +89,7 @@ def load_model(config: EngineConfig) -> LoadedModel:
     model.eval()
     _quantize(model, method)
     _pack(model)
+    _gguf_levels(model, method)
     if device.type == "cpu":
         _native_attention()
         _native_decode(model)
@@ -148,6 +151,14 @@ def _quantize(model: torch.nn.Module, linear_method: LinearMethod) -> None:
         (report.bytes_after - report.bytes_before) / 2**20,
         report.embedding,
     )
+
+
+def _gguf_levels(model: torch.nn.Module, linear_method: LinearMethod) -> None:
+    from localseek.models.gguf_linear import GGUFLinear
+
+    for module in model.modules():
+        if isinstance(module, GGUFLinear):
+            module.levels = linear_method.activation_levels
 
 
 def _pack(model: torch.nn.Module) -> None:

@@ -35,7 +35,8 @@ class GGUFLinear(nn.Module):
     (Q4_K_M files store v_proj in Q6_K); the kernel takes them all in one call.
     """
 
-    # Activation precision: 2 levels of int8 (~15 bits; see GGUFMatmulKernel.__call__).
+    # Activation precision at decode: 2 levels of int8 (~15 bits; see
+    # GGUFMatmulKernel.__call__), or 1 with --gguf-activations q8 (set after load).
     levels = 2
 
     def __init__(

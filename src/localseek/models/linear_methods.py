@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from localseek.config import GGUF_ACTIVATIONS
 from localseek.errors import ConfigError
 from localseek.weights.source import ModelSource
 
@@ -27,10 +28,16 @@ class LinearMethod:
     keep_packed: frozenset[int]  # GGUF block types loaded as blocks (empty: none)
     requantize: str | None  # "int8" / "int4": models/quantization.py rewrites after load
     reason: str  # why this method, for the load log
+    # int8 levels GGUF block matmuls of up to 4 rows quantize activations in (config's
+    # GGUF_ACTIVATIONS); gguf_linear.GGUFLinear.levels.
+    activation_levels: int = 2
 
 
-def choose_linear_method(requested: str, source: ModelSource, device: torch.device) -> LinearMethod:
-    """`requested` is ModelConfig.quantization: auto, gguf, none, int8 or int4."""
+def choose_linear_method(
+    requested: str, source: ModelSource, device: torch.device, activations: str = "q16"
+) -> LinearMethod:
+    """`requested` is ModelConfig.quantization: auto, gguf, none, int8 or int4;
+    `activations` ModelConfig.gguf_activations."""
     if requested in ("int8", "int4"):
         return LinearMethod(requested, frozenset(), requested, f"--quantization {requested}")
     if requested == "none":
@@ -53,8 +60,14 @@ def choose_linear_method(requested: str, source: ModelSource, device: torch.devi
             ", ".join(others),
             ", ".join(sorted(n for n, t in names.items() if t in PACKED_TYPES)) or "none",
         )
+    levels = GGUF_ACTIVATIONS[activations]
     return LinearMethod(
-        "gguf", kept, None, f"quantized GGUF blocks multiplied as stored ({kernel.variant} kernel)"
+        "gguf",
+        kept,
+        None,
+        f"quantized GGUF blocks multiplied as stored ({kernel.variant} kernel, {activations} "
+        f"decode activations)",
+        activation_levels=levels,
     )
 
 
