@@ -48,8 +48,9 @@ static void dequant_row(int type, const uint8_t *w, int64_t K, float *out) {
         case T_Q4_K:
         case T_Q5_K: {
             const int five = type == T_Q5_K;
-            uint8_t sc[8], mn[8];
-            k4_scales(blk + 4, sc, mn);
+            uint32_t sm[4];
+            k4_scales(blk + 4, sm);
+            const uint8_t *sc = (const uint8_t *)sm, *mn = sc + 8; /* x86: little-endian */
             const float d = half_to_float(blk), dmin = half_to_float(blk + 2);
             const uint8_t *qs = blk + (five ? 48 : 16);
             __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();

@@ -204,15 +204,23 @@ static inline __attribute__((always_inline)) void dot_q8_0(const uint8_t *w, int
     for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]);
 }
 
-/* Q4_K / Q5_K's eight 6-bit scales and mins, packed in 12 bytes. */
-static inline void k4_scales(const uint8_t *s, uint8_t *sc, uint8_t *mn) {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = s[j] & 63;
-        mn[j] = s[j + 4] & 63;
-        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 6) << 4);
-        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
-    }
+/* Q4_K / Q5_K's eight 6-bit scales and eight 6-bit mins, packed in 12 bytes, unpacked four
+ * bytes at a time: word 0 of `out` holds scales 0-3, word 1 scales 4-7, words 2 and 3 the
+ * mins. Scales and mins 0-3 are the low six bits of bytes 0-3 and 4-7; 4-7 take their low
+ * four bits from a nibble of bytes 8-11 and their top two from bits 6-7 of bytes 0-3 / 4-7.
+ * Byte-wise masks keep the 32-bit shifts from mixing neighbouring bytes. */
+static inline void k4_scales(const uint8_t *packed, uint32_t out[4]) {
+    uint32_t w[3];
+    memcpy(w, packed, 12);
+    const uint32_t low6 = 0x3f3f3f3fu, nibble = 0x0f0f0f0fu, top2 = 0x03030303u;
+    out[0] = w[0] & low6;
+    out[1] = (w[2] & nibble) | (((w[0] >> 6) & top2) << 4);
+    out[2] = w[1] & low6;
+    out[3] = ((w[2] >> 4) & nibble) | (((w[1] >> 6) & top2) << 4);
 }
+
+/* int16 lane pair 2j, 2j + 1 of a 128-bit lane, repeated: a vpshufb mask picking element j. */
+static inline __m256i pick16(int j) { return _mm256_set1_epi16((short)(((2 * j + 1) << 8) | 2 * j)); }
 
 /* Q4_K (144 bytes: d, dmin, scales[12], qs[128]) and Q5_K (176 bytes: d, dmin, scales[12],
  * qh[32], qs[128]): value = d * sc[j] * q - dmin * mn[j] for sub-block j of 32. Chunk c of
@@ -227,10 +235,14 @@ static inline __attribute__((always_inline)) void dot_q4_K_q5_K(const uint8_t *w
     const int64_t bytes = five ? 176 : 144;
     for (int64_t i = 0; i < nsuper; i++) {
         const uint8_t *blk = w + i * bytes;
-        uint8_t sc[8], mn[8];
-        k4_scales(blk + 4, sc, mn);
+        uint32_t sm[4];
+        k4_scales(blk + 4, sm);
+        /* the eight scales as int16 in both 128-bit lanes: a chunk's are one vpshufb away */
+        const __m256i scales =
+            _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_set_epi32(0, 0, sm[1], sm[0])));
         const float d = half_to_float(blk);
-        const __m256 dmn = _mm256_mul_ps(_mm256_set1_ps(half_to_float(blk + 2)), u8x8_to_float(mn));
+        const __m256 dmn = _mm256_mul_ps(_mm256_set1_ps(half_to_float(blk + 2)),
+                                         u8x8_to_float((const uint8_t *)(sm + 2)));
         for (int r = 0; r < nr; r++) /* the mins: - dmin * mn[j] * (sum of sub-block j) */
             acc[r] = _mm256_fnmadd_ps(dmn, _mm256_loadu_ps(a[r].s32 + i * 8), acc[r]);
         __m256i s1[MAX_ACT_ROWS], s2[MAX_ACT_ROWS];
@@ -240,7 +252,8 @@ static inline __attribute__((always_inline)) void dot_q4_K_q5_K(const uint8_t *w
         for (int c = 0; c < 4; c++) {
             __m256i lo, hi;
             k4_chunk(qs, c, five, &qh, &lo, &hi);
-            const __m256i sl = _mm256_set1_epi16(sc[2 * c]), sh = _mm256_set1_epi16(sc[2 * c + 1]);
+            const __m256i sl = _mm256_shuffle_epi8(scales, pick16(2 * c));
+            const __m256i sh = _mm256_shuffle_epi8(scales, pick16(2 * c + 1));
             for (int r = 0; r < nr; r++) {
                 const int64_t o = i * 256 + 64 * c;
                 s1[r] = _mm256_add_epi32(s1[r], _mm256_add_epi32(dot32_scaled(lo, a[r].q + o, sl),
@@ -283,9 +296,14 @@ static inline __attribute__((always_inline)) void dot_q6_K(const uint8_t *w, int
         for (int n = 0; n < 2; n++) {
             __m256i q[4];
             q6_K_half(blk, n, q);
+            /* the half's eight scales as int16 in both 128-bit lanes */
+            const __m256i scales = _mm256_broadcastsi128_si256(
+                _mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(sc + 8 * n))));
             for (int c = 0; c < 4; c++) {
-                const int k = 8 * n + 2 * c; /* the chunk's two sub-blocks of 16: k and k + 1 */
-                const __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[k + 1]), _mm_set1_epi16(sc[k]));
+                /* the chunk's two sub-blocks of 16, 8n + 2c and 8n + 2c + 1: one per lane */
+                const __m256i scv = _mm256_shuffle_epi8(
+                    scales, _mm256_set_m128i(_mm256_castsi256_si128(pick16(2 * c + 1)),
+                                             _mm256_castsi256_si128(pick16(2 * c))));
                 for (int r = 0; r < nr; r++) {
                     const int64_t o = i * 256 + 128 * n + 32 * c;
                     s1[r] = _mm256_add_epi32(s1[r], dot32_scaled(q[c], a[r].q + o, scv));
