@@ -41,6 +41,15 @@ def test_add_rms_norm_matches_float64(kernel, rows, dim):
     torch.testing.assert_close(alone.double(), _rms_norm64(x, weight, 1e-6), rtol=2e-6, atol=1e-6)
 
 
+def test_per_head_weights_repeat_over_the_tokens(kernel):
+    """x [tokens, heads, dim] with weight [heads, dim]: Gemma's q and k norms in one call."""
+    gen = torch.Generator().manual_seed(3)
+    x, weight = torch.randn(5, 6, 256, generator=gen), torch.rand(6, 256, generator=gen) + 0.5
+    out, _ = kernel.add_rms_norm(x, None, weight, 1e-6)
+    torch.testing.assert_close(out.double(), _rms_norm64(x, weight, 1e-6), rtol=2e-6, atol=1e-6)
+    assert kernel.add_rms_norm(x, None, torch.ones(4, 256), 1e-6) is None  # 30 rows, 4 weights
+
+
 def test_a_zero_row_is_eps_scaled_not_nan(kernel):
     out, _ = kernel.add_rms_norm(torch.zeros(2, 64), None, torch.ones(64), 1e-6)
     assert torch.equal(out, torch.zeros(2, 64))

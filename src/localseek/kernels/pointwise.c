@@ -44,14 +44,17 @@ static void norm_row(const float *x, const float *residual, const float *weight,
     for (; i < dim; i++) out[i] = s[i] * inv * weight[i];
 }
 
+/* Row r is multiplied by weight row r % weight_rows: 1 for a layer norm, the number of heads
+ * for per-head norms (Gemma's q and k norms over [tokens, heads, head_dim]). */
 int localseek_add_rms_norm(const float *x, const float *residual, const float *weight,
-                           float *sum_out, float *out, int64_t rows, int64_t dim, float eps) {
-    if (rows < 0 || dim <= 0 || (residual && !sum_out)) return 1;
+                           int64_t weight_rows, float *sum_out, float *out, int64_t rows,
+                           int64_t dim, float eps) {
+    if (rows < 0 || dim <= 0 || weight_rows < 1 || (residual && !sum_out)) return 1;
     #pragma omp parallel for schedule(static) if (rows * dim >= PARALLEL_VALUES)
     for (int64_t r = 0; r < rows; r++) {
         const float *res = residual ? residual + r * dim : 0;
-        norm_row(x + r * dim, res, weight, residual ? sum_out + r * dim : 0, out + r * dim, dim,
-                 eps);
+        norm_row(x + r * dim, res, weight + r % weight_rows * dim, residual ? sum_out + r * dim : 0,
+                 out + r * dim, dim, eps);
     }
     return 0;
 }

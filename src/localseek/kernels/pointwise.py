@@ -16,7 +16,8 @@ import torch
 from localseek.kernels.build import bind
 from localseek.kernels.isa import compiled_isa
 
-_NORM_ARGS = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 2 + [ctypes.c_float]
+_NORM_ARGS = [ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_void_p] * 2
+_NORM_ARGS += [ctypes.c_int64] * 2 + [ctypes.c_float]
 _ACT_ARGS = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_int]
 # The activations the C code computes, by GatedMLP's names (HF's hidden_act values).
 ACTIVATIONS = {"silu": 0, "gelu_pytorch_tanh": 1, "gelu_tanh": 1}
@@ -43,14 +44,17 @@ class PointwiseKernel:
     ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """(rms_norm(x + residual) * weight, x + residual), or (rms_norm(x) * weight, None)
         without a residual; None if the kernel refused. The sum is a new tensor: neither
-        input is written."""
+        input is written. weight is [dim], or [n, dim] for x [..., n, dim] (per-head norms)."""
         dim = x.shape[-1]
+        weight_rows = weight.numel() // dim
+        if weight.shape[-1] != dim or (x.numel() // dim) % weight_rows:
+            return None
         out = torch.empty_like(x)
         total = None if residual is None else torch.empty_like(x)
         status = self._norm(
             x.data_ptr(), None if residual is None else residual.data_ptr(), weight.data_ptr(),
-            None if total is None else total.data_ptr(), out.data_ptr(), x.numel() // dim, dim,
-            eps,
+            weight_rows, None if total is None else total.data_ptr(), out.data_ptr(),
+            x.numel() // dim, dim, eps,
         )  # fmt: skip
         return None if status else (out, total)
 

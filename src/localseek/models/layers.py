@@ -93,6 +93,11 @@ def rms_norm_rows(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Ten
 
     Lets differently weighted heads (Gemma's q and k norms) share one call.
     """
+    native = pointwise_kernel()
+    if native is not None and native.handles(scale) and x.dtype == scale.dtype == torch.float32:
+        done = native.add_rms_norm(x.contiguous(), None, scale, eps)
+        if done is not None:
+            return done[0]
     normed = F.rms_norm(x.float(), (x.shape[-1],), None, eps)
     return (normed * scale).to(x.dtype)
 
