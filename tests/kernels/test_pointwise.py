@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from kernel_variants import kernel_in, variant_params
 
 from localseek.kernels.pointwise import PointwiseKernel, pointwise_kernel
-from localseek.models.layers import GatedMLP, RMSNorm
+from localseek.models.attention import write_kv
+from localseek.models.layers import GatedMLP, RMSNorm, apply_rotary
 
 
 @pytest.fixture(params=variant_params("pointwise"))
@@ -112,3 +113,40 @@ def test_the_layers_use_it_for_float32_and_match_torch_ops(monkeypatch):
     assert calls == ["add_rms_norm", "gated_act"]
     h16, _ = norm(x.bfloat16(), residual.bfloat16())
     assert h16.dtype == torch.bfloat16 and len(calls) == 2
+
+
+@pytest.mark.parametrize(("tokens", "rotary_dim"), [(1, 128), (5, 128), (300, 128), (3, 64)])
+def test_rope_store_rotates_and_caches_as_the_torch_ops_do(kernel, tokens, rotary_dim):
+    """q returned, k and v written at their slots, like apply_rotary + write_kv; the rest of
+    the cache untouched. R1's heads: 12 query, 2 KV, head_dim 128 (64: partial rotary)."""
+    gen = torch.Generator().manual_seed(tokens + rotary_dim)
+    heads, kv_heads, dim = 12, 2, 128
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * dim, generator=gen)
+    angles = torch.rand(tokens, rotary_dim // 2, generator=gen) * 6
+    cos, sin = angles.cos(), angles.sin()
+    slots = torch.randperm(40 * 16, generator=gen)[:tokens]
+    k_base, v_base = (torch.randn(40, 16, kv_heads, dim, generator=gen) for _ in range(2))
+    caches = [k_base.clone(), v_base.clone(), k_base.clone(), v_base.clone()]
+    q = kernel.rope_store(qkv, heads, kv_heads, cos, sin, slots, caches[0], caches[1])
+    ref_q, ref_k, ref_v = qkv.split([heads * dim, kv_heads * dim, kv_heads * dim], dim=-1)
+    expected_q = apply_rotary(ref_q.reshape(tokens, heads, dim), cos, sin)
+    write_kv(caches[2], apply_rotary(ref_k.reshape(tokens, kv_heads, dim), cos, sin), slots)
+    write_kv(caches[3], ref_v.reshape(tokens, kv_heads, dim), slots)
+    torch.testing.assert_close(q, expected_q, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(caches[0], caches[2], rtol=1e-6, atol=1e-6)
+    assert torch.equal(caches[1], caches[3])
+
+
+def test_rope_store_refuses_a_slot_outside_the_cache_and_writes_nothing(kernel):
+    k_cache, v_cache = torch.zeros(2, 16, 2, 64), torch.zeros(2, 16, 2, 64)
+    qkv, cos = torch.randn(2, 8 * 64), torch.ones(2, 32)
+    for bad in ([3, 32], [-1, 0]):
+        slots = torch.tensor(bad)
+        assert kernel.rope_store(qkv, 4, 2, cos, cos, slots, k_cache, v_cache) is None
+    assert not k_cache.any() and not v_cache.any()
+    assert (
+        kernel.rope_store(
+            qkv, 4, 2, cos, cos, torch.tensor([3, 4], dtype=torch.int32), k_cache, v_cache
+        )
+        is None
+    )

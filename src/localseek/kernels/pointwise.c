@@ -10,6 +10,7 @@
 #include "simd.h"
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Below this many values a call stays on one thread: forking costs more than it saves. */
 #define PARALLEL_VALUES 65536
@@ -86,6 +87,50 @@ int localseek_gated_act(const float *gate_up, float *out, int64_t rows, int64_t 
         int64_t i = 0;
         for (; i + VW <= inter; i += VW) vstore(y + i, vmul(act_vec(vload(gate + i), act), vload(up + i)));
         for (; i < inter; i++) y[i] = act_one(gate[i], act) * up[i];
+    }
+    return 0;
+}
+
+/* y = x rotated neox-style over its first 2 * half values (x1 = x[:half], x2 = x[half:2 half]:
+ * x1 cos - x2 sin, x2 cos + x1 sin, in torch's order of operations), the rest copied. */
+static void rope_neox(const float *x, const float *cos, const float *sin, int64_t half,
+                      int64_t dim, float *y) {
+    int64_t i = 0;
+    for (; i + VW <= half; i += VW) {
+        const vecf x1 = vload(x + i), x2 = vload(x + half + i), c = vload(cos + i), s = vload(sin + i);
+        vstore(y + i, vsub(vmul(x1, c), vmul(x2, s)));
+        vstore(y + half + i, vadd(vmul(x2, c), vmul(x1, s)));
+    }
+    for (; i < half; i++) {
+        const float x1 = x[i], x2 = x[half + i], a = x1 * cos[i], b = x2 * sin[i];
+        const float e = x2 * cos[i], f = x1 * sin[i];
+        y[i] = a - b;
+        y[half + i] = e + f;
+    }
+    for (i = 2 * half; i < dim; i++) y[i] = x[i];
+}
+
+/* One attention layer's step after its fused q/k/v projection: qkv [tokens, (heads + 2
+ * kv_heads) * dim] is split, q and k rotated (cos, sin [tokens, half]), q written to q_out
+ * [tokens, heads, dim] and k, v into the paged caches [blocks, block_size, kv_heads, dim] at
+ * row slots[t]. Replaces a split, two rotations (~8 torch ops each) and two index copies. */
+int localseek_rope_store(const float *qkv, int64_t tokens, int64_t heads, int64_t kv_heads,
+                         int64_t dim, int64_t half, const float *cos, const float *sin,
+                         const int64_t *slots, int64_t num_slots, float *q_out, float *k_cache,
+                         float *v_cache) {
+    if (tokens < 0 || heads < 1 || kv_heads < 1 || dim < 1 || half < 0 || 2 * half > dim) return 1;
+    for (int64_t t = 0; t < tokens; t++)
+        if (slots[t] < 0 || slots[t] >= num_slots) return 1;
+    const int64_t width = (heads + 2 * kv_heads) * dim;
+    #pragma omp parallel for schedule(static) if (tokens * width >= PARALLEL_VALUES)
+    for (int64_t t = 0; t < tokens; t++) {
+        const float *row = qkv + t * width, *c = cos + t * half, *s = sin + t * half;
+        for (int64_t h = 0; h < heads; h++)
+            rope_neox(row + h * dim, c, s, half, dim, q_out + (t * heads + h) * dim);
+        float *k = k_cache + slots[t] * kv_heads * dim, *v = v_cache + slots[t] * kv_heads * dim;
+        for (int64_t g = 0; g < kv_heads; g++)
+            rope_neox(row + (heads + g) * dim, c, s, half, dim, k + g * dim);
+        memcpy(v, row + (heads + kv_heads) * dim, (size_t)(kv_heads * dim) * sizeof(float));
     }
     return 0;
 }

@@ -11,7 +11,7 @@ from torch import nn
 
 from localseek.errors import UnsupportedModelError
 from localseek.kernels.pointwise import pointwise_kernel
-from localseek.models.attention import AttentionMetadata
+from localseek.models.attention import AttentionMetadata, write_kv
 
 
 class Linear(nn.Linear):
@@ -271,6 +271,34 @@ def apply_rotary(
     else:
         rotated = torch.stack((out1, out2), dim=-1).flatten(-2)
     return rotated if rest.numel() == 0 else torch.cat((rotated, rest), dim=-1)
+
+
+def rotate_and_cache(
+    qkv: torch.Tensor,
+    num_heads: int,
+    num_kv_heads: int,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    kv_cache: tuple[torch.Tensor, ...],
+    slot_mapping: torch.Tensor,
+) -> torch.Tensor:
+    """A fused q/k/v projection's output [tokens, (heads + 2 kv_heads) * head_dim] -> q
+    [tokens, heads, head_dim] rotated neox-style, with k rotated and v written to the paged
+    cache at slot_mapping. One native call for float32 CPU rows, torch's ops otherwise."""
+    k_cache, v_cache = kv_cache
+    native = pointwise_kernel()
+    if native is not None and native.handles(qkv, cos, sin, k_cache, v_cache):
+        q = native.rope_store(qkv, num_heads, num_kv_heads, cos, sin, slot_mapping, *kv_cache)
+        if q is not None:
+            return q
+    head_dim = k_cache.shape[-1]
+    tokens, kv_size = qkv.shape[0], num_kv_heads * head_dim
+    q, k, v = qkv.split([num_heads * head_dim, kv_size, kv_size], dim=-1)
+    q = apply_rotary(q.view(tokens, num_heads, head_dim), cos, sin)
+    k = apply_rotary(k.view(tokens, num_kv_heads, head_dim), cos, sin)
+    write_kv(k_cache, k, slot_mapping)
+    write_kv(v_cache, v.view(tokens, num_kv_heads, head_dim), slot_mapping)
+    return q
 
 
 def apply_rotary_full(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:

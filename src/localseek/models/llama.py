@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from localseek.errors import ModelLoadError
-from localseek.models.attention import AttentionMetadata, KVCacheSpec, paged_attention, write_kv
+from localseek.models.attention import AttentionMetadata, KVCacheSpec, paged_attention
 from localseek.models.checkpoint import copy_checkpoint
 from localseek.models.layers import (
     Embedding,
@@ -18,9 +18,9 @@ from localseek.models.layers import (
     PreNormCausalLM,
     PreNormDecoderLayer,
     RMSNorm,
-    apply_rotary,
     build_rotary,
     rope_parameters,
+    rotate_and_cache,
 )
 from localseek.models.sliding_windows import layer_windows
 
@@ -112,13 +112,16 @@ class LlamaAttention(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         num_tokens = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = apply_rotary(q.view(num_tokens, self.num_heads, self.head_dim), cos, sin)
-        k = apply_rotary(k.view(num_tokens, self.num_kv_heads, self.head_dim), cos, sin)
-        v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
+        q = rotate_and_cache(
+            self.qkv_proj(x),
+            self.num_heads,
+            self.num_kv_heads,
+            cos,
+            sin,
+            kv_cache,
+            meta.slot_mapping,
+        )
         k_cache, v_cache = kv_cache
-        write_kv(k_cache, k, meta.slot_mapping)
-        write_kv(v_cache, v, meta.slot_mapping)
         out = paged_attention(
             q, k_cache, v_cache, meta, scale=self.scale, sliding_window=self.sliding_window
         )  # [num_tokens, num_heads, head_dim]
