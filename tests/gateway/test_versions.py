@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 
@@ -133,3 +134,21 @@ def test_config_rejects_a_version_no_upstream_serves():
     data["models"][0]["versions"][1]["model"] = "r1-v3"
     with pytest.raises(Exception, match="r1-v3"):
         parse_gateway_config(data)
+
+
+def test_a_versioned_request_body_is_bounded_while_the_front_reads_it(front):
+    """The front reads a completion body to pick its version: over max_body_bytes (valid JSON
+    or a truncated body) the answer is the 413, and neither pool sees the request. The front
+    wraps that read in the same BodyLimitMiddleware as the generation's app, so it stops
+    reading at the limit rather than buffering the whole body first."""
+    url, _ = front(max_body_bytes=4096)
+    for body in (b'{"model": "r1", "messages": [' + b" " * 10_000, json.dumps(chat(10_000))):
+        r = httpx.post(url + "/v1/chat/completions", content=body)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+    assert [len(pool.completions()) for pool in front.pools] == [0, 0]
+    assert ask(url)[0] in ("stable", "canary")  # a normal request still goes through
+    assert sum(len(pool.completions()) for pool in front.pools) == 1
+
+
+def chat(size: int) -> dict:
+    return {"model": "r1", "messages": [{"role": "user", "content": "x" * size}]}

@@ -56,6 +56,7 @@ def front_factory(fake, tmp_path):
         started.append(server)
         return server.url, path
 
+    start.pools = pools  # the two fakes, for tests that look at what reached them
     yield start
     for server in started:
         server.stop()

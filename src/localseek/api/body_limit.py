@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from localseek.api.request_body import replay
 
 _DRAIN_FACTOR = 8
 
@@ -49,17 +51,7 @@ class BodyLimitMiddleware:
                 await self._reject(send, max(size, declared or 0))
                 return
             chunks.append(chunk)
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: only the disconnect can come
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(b"".join(chunks), receive), send)
 
     async def _reject(self, send: Send, size: int) -> None:
         payload = json.dumps(

@@ -56,6 +56,15 @@ def error_response(exc: LocalseekError) -> JSONResponse:
     return JSONResponse(exc.to_openai(), status_code=exc.http_status, headers=headers)
 
 
+def answer_error(exc: LocalseekError, count: Callable[[int], None]) -> JSONResponse:
+    """The response to a typed error, counted by `count(status)`: what the exception handler
+    answers, and what a middleware answering before the routes sends (the early 429)."""
+    count(exc.http_status)
+    if exc.http_status >= 500 and not isinstance(exc, OverloadedError):
+        logger.warning("request failed: %s", exc.message)
+    return error_response(exc)
+
+
 _TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
 
 
@@ -93,10 +102,7 @@ def install_error_handlers(app: FastAPI, on_error: Callable[[int], None] | None 
     count = on_error or (lambda status: None)
 
     async def localseek_error(request: Request, exc: LocalseekError) -> JSONResponse:
-        count(exc.http_status)
-        if exc.http_status >= 500 and not isinstance(exc, OverloadedError):
-            logger.warning("request failed: %s", exc.message)
-        return error_response(exc)
+        return answer_error(exc, count)
 
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         count(400)

@@ -11,6 +11,7 @@ that does not parse or build is refused and the running generation keeps serving
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.responses import JSONResponse, Response
 
+from localseek.api.body_limit import BodyLimitMiddleware
+from localseek.api.request_body import read_body, replay
 from localseek.errors import ConfigError, InvalidRequestError, LocalseekError
 from localseek.gateway.config import GatewayConfig, load_gateway_config
 from localseek.gateway.tenants import TenantDirectory
@@ -108,7 +111,11 @@ class GatewayFront:
         try:
             method = scope.get("method")
             if method == "POST" and path in _COMPLETION_PATHS and self.router.public_names():
-                await self._versioned(gen, scope, receive, send)
+                # The body is read here to pick the version: bounded while reading, as the
+                # generation's app bounds it (413 before anything is parsed or forwarded).
+                versioned = functools.partial(self._versioned, gen)
+                limit = gen.config.max_body_bytes
+                await BodyLimitMiddleware(versioned, max_body_bytes=limit)(scope, receive, send)
             elif method == "GET" and path == "/v1/models":
                 await self._models(gen, scope, receive, send)
             elif method == "GET" and path == "/metrics":
@@ -179,10 +186,12 @@ class GatewayFront:
     # ---- routes -------------------------------------------------------------------------------
 
     async def _versioned(self, gen: Generation, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
+        body = await read_body(receive)
+        if body is None:
+            return  # the client left while sending; nothing to answer
         payload, route = self._route(gen, scope, body)
         if route is None:
-            await gen.app(scope, _replay(body, receive), send)
+            await gen.app(scope, replay(body, receive), send)
             return
         payload["model"] = route.model
         body = json.dumps(payload).encode()
@@ -205,7 +214,7 @@ class GatewayFront:
             await send(message)
 
         try:
-            await gen.app(scope, _replay(body, receive), tagged)
+            await gen.app(scope, replay(body, receive), tagged)
         finally:
             self.metrics.requests.labels(route.public, route.version, str(status)).inc()
             self.metrics.latency.labels(route.public, route.version).observe(
@@ -272,32 +281,6 @@ def _listen_for_sighup(handler: Callable[[], None]) -> bool:
     except (NotImplementedError, RuntimeError, ValueError):
         return False
     return True
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that yields the already-read body once, then the client's own messages."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 async def _buffered(app: FastAPI, scope: Scope, receive: Receive) -> tuple[int, bytes]:

@@ -8,7 +8,6 @@ completion, so the completion routes are served under each of those prefixes.
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI, Request
@@ -20,6 +19,7 @@ from localseek.api.body_limit import BodyLimitMiddleware
 from localseek.api.errors import error_body, install_error_handlers
 from localseek.api.load import LoadReport
 from localseek.errors import AuthenticationError
+from localseek.server.auth import has_valid_api_key
 from localseek.server.config import ServerConfig
 from localseek.server.protocol import (
     ChatCompletionRequest,
@@ -28,6 +28,7 @@ from localseek.server.protocol import (
     ModelCard,
     ModelList,
 )
+from localseek.server.refuse_fast import RefuseFastMiddleware
 from localseek.server.serving_chat import ChatService
 from localseek.server.serving_completion import CompletionService
 from localseek.server.serving_embedding import EmbeddingService
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from localseek.engine.async_engine import AsyncEngine
 
 _PREFIXES = ("/v1", "", "/beta")
+_COMPLETION_PATHS = frozenset(
+    prefix + route for prefix in _PREFIXES for route in ("/chat/completions", "/completions")
+)
 
 
 def _state(request: Request) -> ServerState:
@@ -46,12 +50,7 @@ def _state(request: Request) -> ServerState:
 
 
 def _authorize(request: Request) -> None:
-    key = _state(request).config.api_key
-    if key is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+    if not has_valid_api_key(request.headers, _state(request).config.api_key):
         raise AuthenticationError(
             "invalid or missing API key: send `Authorization: Bearer <key>`", param="authorization"
         )
@@ -103,9 +102,11 @@ def build_app(engine: AsyncEngine | None, config: ServerConfig) -> FastAPI:
     app = FastAPI(title="localseek", version=__version__)
     state = ServerState(config, engine)
     app.state.server = state
-    install_error_handlers(
-        app, lambda status: state.metrics.request_errors.labels(str(status)).inc()
-    )
+
+    def count_error(status: int) -> None:
+        state.metrics.request_errors.labels(str(status)).inc()
+
+    install_error_handlers(app, count_error)
     auth = [Depends(_authorize)]
     for prefix in _PREFIXES:
         shown = prefix == "/v1"
@@ -149,6 +150,10 @@ def build_app(engine: AsyncEngine | None, config: ServerConfig) -> FastAPI:
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/load", load, methods=["GET"], response_model=LoadReport)
     app.add_api_route("/metrics", metrics, methods=["GET"])
+    # Added first, so it runs inside the body limit (the last added runs outermost).
+    app.add_middleware(
+        RefuseFastMiddleware, state=state, paths=_COMPLETION_PATHS, on_error=count_error
+    )
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
     install_ui(app, "server", lambda: server_ui_status(state), _authorize)
     return app
