@@ -29,10 +29,12 @@
 enum { T_Q4_0 = 2, T_Q5_0 = 6, T_Q8_0 = 8, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14 };
 
 /* One activation row quantized in blocks of QB = 1 << qb_log2 values (32 or 256):
- * x[i] ~= d[i / QB] * (q[i] + q2[i] / 256), q2 only with two levels. */
+ * x[i] ~= d[i / QB] * (q[i] + q2[i] / 256), q2 only with two levels. q16 holds both levels as
+ * one int16, 256 q + q2 (|.| <= 32639), for signed weights (Q8_0), or is NULL. */
 typedef struct {
     const int8_t *q;   /* [K] level one */
     const int8_t *q2;  /* [K] level two */
+    const int16_t *q16; /* [K] 256 q + q2, or NULL */
     const float *d;    /* [K / QB] */
     const float *s16;  /* [K / 16]: d * (sum of q + sum of q2 / 256) over each 16 values */
     const float *s32;  /* [K / 32]: the same over each 32 */
@@ -176,8 +178,10 @@ static inline __attribute__((always_inline)) void dot_q4_0_q5_0(const uint8_t *w
     for (int r = 0; r < nr; r++) res[r] = hsum8(acc[r]) - (five ? 16.0f : 8.0f) / unit * off[r];
 }
 
-/* Q8_0 (34 bytes: d, 32 signed bytes): |w| x (a with w's sign) keeps the first factor
- * unsigned, as the instruction needs. */
+/* Q8_0 (34 bytes: d, 32 signed bytes). One level: |w| x (a with w's sign) keeps the first
+ * factor unsigned, as maddubs needs. Two levels with q16: the weights widened to int16 times
+ * both levels at once in madd (2 multiplies a block instead of 2 sign flips, 2 maddubs and 2
+ * madds; the same integer sums). */
 static inline __attribute__((always_inline)) void dot_q8_0(const uint8_t *w, int64_t nblocks,
                                                            const act_row *a, float *res,
                                                            const int nr, const int L) {
@@ -188,6 +192,19 @@ static inline __attribute__((always_inline)) void dot_q8_0(const uint8_t *w, int
     for (int64_t b = 0; b < nblocks; b++) {
         const uint8_t *blk = w + b * 34;
         const float d = half_to_float(blk) * unit;
+        if (L == 2 && a[0].q16) {
+            const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 2)));
+            const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 18)));
+            for (int r = 0; r < nr; r++) {
+                const int16_t *x = a[r].q16 + b * 32;
+                const __m256i p = _mm256_add_epi32(
+                    _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)x)),
+                    _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(x + 16))));
+                const __m256 coef = _mm256_set1_ps(d * a[r].d[b >> shift]);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), coef, acc[r]);
+            }
+            continue;
+        }
         const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + 2));
         const __m256i u = _mm256_abs_epi8(q);
         for (int r = 0; r < nr; r++) {

@@ -55,8 +55,17 @@ static void pack32(const __m256i r[4], int8_t *q, int32_t sums[2]) {
 /* Activation row x to int8 in blocks of qb values (act_row in gguf_dot.h): d = amax / 127,
  * level one q = round(x / d); level two q2 = round((x - d q) * 256 / d), clipped to +-127
  * (|x - d q| <= d / 2, so only +-128 is clipped; -128 would not survive Q8_0's sign flip). */
+/* r[k] * 256 + r2[k] (32 values, |.| <= 32639) as int16 at q16, in order. */
+static void pack16(const __m256i r[4], const __m256i r2[4], int16_t *q16) {
+    __m256i c[4];
+    for (int k = 0; k < 4; k++) c[k] = _mm256_add_epi32(_mm256_slli_epi32(r[k], 8), r2[k]);
+    for (int h = 0; h < 2; h++) /* packs interleaves 128-bit lanes; 0xD8 restores the order */
+        _mm256_storeu_si256((__m256i *)(q16 + 16 * h),
+                            _mm256_permute4x64_epi64(_mm256_packs_epi32(c[2 * h], c[2 * h + 1]), 0xD8));
+}
+
 static void quantize_row(const char *x, int bf16, int64_t K, int qb, int levels, int8_t *q,
-                         int8_t *q2, float *d, float *s16, float *s32) {
+                         int8_t *q2, int16_t *q16, float *d, float *s16, float *s32) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256i lo8 = _mm256_set1_epi32(-127), hi8 = _mm256_set1_epi32(127);
     for (int64_t b0 = 0; b0 < K; b0 += qb) {
@@ -89,6 +98,7 @@ static void quantize_row(const char *x, int bf16, int64_t K, int qb, int levels,
                     r2[k] = _mm256_min_epi32(_mm256_max_epi32(r2[k], lo8), hi8);
                 }
                 pack32(r2, q2 + c, sums2);
+                if (q16) pack16(r, r2, q16 + c);
             }
             for (int k = 0; k < 2; k++)
                 s16[c / 16 + k] = scale * ((float)sums[k] + (float)sums2[k] * (1.0f / 256.0f));
@@ -214,15 +224,21 @@ int localseek_gguf_matmul(const void *x, int64_t N, int64_t K, int64_t ldx, int 
     const int qb_log2 = K % 256 == 0 ? 8 : 5, qb = 1 << qb_log2;
     for (int64_t p = 0; p < n_parts; p++)
         if (block_values(types[p]) > qb) return 1;
+    int signed_weights = 0; /* Q8_0 takes both levels as one int16 (dot_q8_0) */
+    for (int64_t p = 0; p < n_parts; p++) signed_weights |= types[p] == T_Q8_0;
+    const int with16 = levels == 2 && signed_weights;
     const size_t floats = (size_t)K / qb + K / 16 + K / 32; /* d, s16, s32 of one row */
-    char *scratch = malloc((size_t)N * (2 * K + sizeof(float) * floats) + 64);
+    const int64_t int_bytes = (2 + 2 * with16) * N * K; /* q, q2 (and q16) of every row */
+    char *scratch = malloc((size_t)int_bytes + (size_t)N * sizeof(float) * floats + 64);
     if (!scratch) return 1;
     int8_t *aq = (int8_t *)scratch, *aq2 = aq + N * K;
-    float *af = (float *)(scratch + ((2 * N * K + 63) & ~(int64_t)63));
+    int16_t *aq16 = with16 ? (int16_t *)(aq2 + N * K) : NULL;
+    float *af = (float *)(scratch + ((int_bytes + 63) & ~(int64_t)63));
     act_row a[MAX_ACT_ROWS];
     for (int64_t n = 0; n < N; n++) {
         float *f = af + n * floats;
-        a[n] = (act_row){aq + n * K, aq2 + n * K, f, f + K / qb, f + K / qb + K / 16, qb_log2};
+        a[n] = (act_row){aq + n * K, aq2 + n * K, with16 ? aq16 + n * K : NULL, f, f + K / qb,
+                         f + K / qb + K / 16, qb_log2};
     }
     const int64_t es = bf16 ? 2 : 4;
 
@@ -231,7 +247,8 @@ int localseek_gguf_matmul(const void *x, int64_t N, int64_t K, int64_t ldx, int 
         #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n++)
             quantize_row((const char *)x + n * ldx * es, bf16, K, qb, levels, aq + n * K,
-                         aq2 + n * K, (float *)a[n].d, (float *)a[n].s16, (float *)a[n].s32);
+                         aq2 + n * K, (int16_t *)a[n].q16, (float *)a[n].d, (float *)a[n].s16,
+                         (float *)a[n].s32);
         /* implicit barrier: every row is quantized before any dot product */
         const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
         const int64_t lo = total * t / T, hi = total * (t + 1) / T;
