@@ -366,8 +366,12 @@ class PreNormCausalLM(nn.Module):
     """A decoder-only LM over pre-norm blocks that share one rotary table.
 
     Subclasses build `model` (embed_tokens, layers, norm), `rotary` and `lm_head`; the forward
-    pass and the logits are the same for every such family.
+    pass and the logits are the same for every such family. A family may declare a fused
+    decode step (`attach_fused_decode` setting `native_decode`): decode-only steps go to it
+    first, and run the layers when it declines (returns None).
     """
+
+    native_decode: Callable | None = None
 
     def forward(
         self,
@@ -379,6 +383,10 @@ class PreNormCausalLM(nn.Module):
         """input_ids, positions [num_tokens] -> final-normed hidden [num_tokens, hidden]."""
         h = self.model.embed_tokens(input_ids)
         cos, sin = self.rotary.cos_sin(positions, h.dtype)  # shared by every layer
+        if self.native_decode is not None and meta.is_decode_only:
+            out = self.native_decode(h, cos, sin, kv_caches, meta)
+            if out is not None:
+                return out
         residual = None
         for i, (layer, kv_cache) in enumerate(zip(self.model.layers, kv_caches, strict=True)):
             h, residual = layer(h, residual, cos, sin, kv_cache, meta.for_layer(i))

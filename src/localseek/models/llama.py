@@ -163,6 +163,14 @@ _STACKED = {
 class LlamaForCausalLM(PreNormCausalLM):
     """Llama decoder over a paged KV cache; parameter names follow HF's checkpoints."""
 
+    def attach_fused_decode(self) -> str | None:
+        """Declared fast path: decode steps in one lean loop over the native kernels
+        (llama_native.py) where the weights are GGUF blocks on CPU. Returns why not, or None
+        when attached; the loader calls it after the weights are final."""
+        from localseek.models.llama_native import attach
+
+        return attach(self)
+
     qkv_bias: bool | None = None  # None: the config's attention_bias decides
 
     def __init__(self, hf_config: dict, dtype: torch.dtype, device: torch.device | str = "cpu"):

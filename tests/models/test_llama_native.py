@@ -1,0 +1,64 @@
+"""The lean Llama/Qwen2 decode step (models/llama_native.py): the modules' results, bitwise,
+on GGUF blocks on CPU; everything it does not take runs the modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_gguf_linear import PROMPT, decode_logits, load, needs_kernel, tiny_gguf
+
+from localseek.engine.llm import LLM
+from localseek.kernels.gguf_matmul import PACKED_TYPES
+from localseek.models.llama_native import LeanLlamaDecode
+from localseek.sampling_params import SamplingParams
+
+pytestmark = needs_kernel
+
+
+def _counting(model) -> list[bool]:
+    """Wrap the model's native step to record whether each call took the step (True)."""
+    native, took = model.native_decode, []
+
+    def counted(*args):
+        out = native(*args)
+        took.append(out is not None)
+        return out
+
+    model.native_decode = counted
+    return took
+
+
+@pytest.mark.parametrize(("arch", "qtype"), [("qwen2", "Q8_0"), ("llama", "Q4_0")])
+def test_decode_steps_equal_the_modules_bitwise(tmp_path, arch, qtype):
+    """Teacher-forced one token per step: the same logits to the last bit, with the step
+    taken every time (qwen2 carries q/k/v biases)."""
+    model = load(tiny_gguf(tmp_path, arch, qtype), PACKED_TYPES)
+    assert model.attach_fused_decode() is None
+    assert isinstance(model.native_decode, LeanLlamaDecode)
+    took = _counting(model)
+    lean = decode_logits(model, PROMPT)
+    assert took == [True] * len(PROMPT)
+    model.native_decode = None
+    assert torch.equal(lean, decode_logits(model, PROMPT))
+
+
+def test_the_engine_attaches_it_and_batches_generate_what_the_modules_generate(tmp_path):
+    llm = LLM(
+        str(tiny_gguf(tmp_path, "qwen2", "Q8_0").path), kv_cache_tokens=512, show_progress=False
+    )
+    model = llm.engine.runner.model
+    assert isinstance(model.native_decode, LeanLlamaDecode)
+    took = _counting(model)
+    prompts = [PROMPT[:9], PROMPT[3:20], PROMPT[:4], PROMPT[5:12], PROMPT[1:30]]
+    greedy = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    lean = [out.token_ids for out in llm.generate(prompts, greedy)]
+    assert any(took)  # decode-only steps went through it (prefill and mixed steps did not)
+    model.native_decode = None
+    assert [out.token_ids for out in llm.generate(prompts, greedy)] == lean
+
+
+def test_models_it_does_not_suit_keep_the_modules(tmp_path):
+    packed = load(tiny_gguf(tmp_path, "qwen2", "Q8_0"), PACKED_TYPES, torch.bfloat16)
+    assert "float32" in packed.attach_fused_decode() and packed.native_decode is None
+    dense = load(tiny_gguf(tmp_path, "qwen2", "Q8_0"), frozenset())
+    assert "not GGUF blocks" in dense.attach_fused_decode() and dense.native_decode is None
