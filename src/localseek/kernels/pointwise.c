@@ -9,6 +9,11 @@
  */
 #include "simd.h"
 #include <math.h>
+
+/* No implicit fused multiply-adds: the rotary's x1 cos - x2 sin must round as torch's separate
+ * multiplies and subtraction do, so a model's native and torch paths give the same bits (the
+ * FMAs these functions want are written out as vfma). */
+#pragma GCC optimize("fp-contract=off")
 #include <stdint.h>
 #include <string.h>
 

@@ -296,12 +296,17 @@ class Gemma3ForCausalLM(nn.Module):
         return self.model.norm(h)
 
     def attach_fused_decode(self) -> str | None:
-        """Declared fast path: the whole decode step in one native call (gemma3_native.py)
-        where the layers suit it. Returns why not, or None when attached; the loader calls
-        this on any model that has it, after the weights are final."""
-        from localseek.models.gemma3_native import attach
+        """Declared fast paths, after the weights are final (the loader calls this): the whole
+        decode step in one native call for bf16 int8 layers (gemma3_native.py), else the lean
+        loop for float32 GGUF blocks (gemma3_lean.py). Returns why neither, or None when one
+        is attached."""
+        from localseek.models import gemma3_lean, gemma3_native
 
-        return attach(self)
+        one_call = gemma3_native.attach(self)
+        if one_call is None:
+            return None
+        lean = gemma3_lean.attach(self)
+        return None if lean is None else f"{one_call}; {lean}"
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """[num_seqs, hidden] -> [num_seqs, vocab] float32, soft-capped when configured."""

@@ -119,28 +119,28 @@ class LeanLlamaDecode:
             if done is None:
                 return None
             x, residual = done if residual is not None else (done[0], h)
-            qkv = _project(plan.qkv, x)
+            qkv = project(plan.qkv, x)
             q = None if qkv is None else pw.rope_store(
                 qkv, plan.heads, plan.kv_heads, cos, sin, slots, k_cache, v_cache
             )  # fmt: skip
             out = None if q is None else self.attention(
                 q, k_cache, v_cache, tables, lens, plan.scale, None
             )  # fmt: skip
-            y = None if out is None else _project(plan.o, out.view(tokens, -1))
+            y = None if out is None else project(plan.o, out.view(tokens, -1))
             done = None if y is None else pw.add_rms_norm(y, residual, plan.post_norm, plan.eps)
             if done is None:
                 return None
             x, residual = done
-            gate_up = _project(plan.gate_up, x)
+            gate_up = project(plan.gate_up, x)
             act = None if gate_up is None else pw.gated_act(gate_up, plan.act)
-            h = None if act is None else _project(plan.down, act)
+            h = None if act is None else project(plan.down, act)
             if h is None:
                 return None
         done = pw.add_rms_norm(h, residual, self.final_norm, self.final_eps)
         return None if done is None else done[0]
 
 
-def _project(linear: GGUFLinear, x: torch.Tensor) -> torch.Tensor | None:
+def project(linear: GGUFLinear, x: torch.Tensor) -> torch.Tensor | None:
     """GGUFLinear.forward for 2-D float32 rows, without the module call; None if refused."""
     y = linear.kernel(x, linear.table(), linear.levels)
     if y is not None and linear.bias is not None:

@@ -1,0 +1,194 @@
+"""Gemma 3 decode steps in one lean loop over the native kernels, for GGUF blocks on CPU.
+
+The GGUF-on-CPU counterpart of llama_native.py (the demo model is a Q4_K_M GGUF): the same
+kernels the modules call (`gguf_matmul`, `pointwise`, paged decode attention with each layer's
+window), in the same order, with the layers' modules and constants resolved once, so the
+results are bitwise the modules' (the tests compare them). Gemma's sandwich norms fold into
+the pointwise kernel's fused add + norm: x + post_ffw_norm(h) and the next layer's input norm
+are one call, as are x + post_attn_norm(h) and the pre-feedforward norm. Per-head q/k norms
+run before the rotary, which then takes each layer type's own frequencies; layers in the
+sliding-window and full-attention KV groups read their own block tables.
+
+Attached at load by `Gemma3ForCausalLM.attach_fused_decode` when the one-call int8 step
+(gemma3_native.py) does not suit and the model is float32 with every projection a
+`GGUFLinear`; decode-only steps then run here, anything else (or a refused call) through the
+modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from localseek.kernels.paged_attention import DecodeAttentionKernel, decode_attention_kernel
+from localseek.kernels.pointwise import ACTIVATIONS, PointwiseKernel, pointwise_kernel
+from localseek.models.attention import AttentionMetadata
+from localseek.models.gguf_linear import GGUFLinear
+from localseek.models.llama_native import project
+
+
+@dataclass(frozen=True)
+class _LayerPlan:
+    input_norm: torch.Tensor  # float32 (weight + 1) [hidden]
+    post_attn_norm: torch.Tensor
+    pre_ffw_norm: torch.Tensor
+    post_ffw_norm: torch.Tensor
+    eps: float
+    qk_norm: torch.Tensor  # [heads + kv_heads, head_dim]
+    qk_eps: float
+    qkv: GGUFLinear
+    o: GGUFLinear
+    gate_up: GGUFLinear
+    down: GGUFLinear
+    heads: int
+    kv_heads: int
+    head_dim: int
+    scale: float
+    window: int | None
+    layer_type: str
+    act: str
+
+
+def attach(model: torch.nn.Module) -> str | None:
+    """Give a Gemma 3 model on GGUF blocks its lean decode step; why not, or None if attached."""
+    reason = _unsupported(model)
+    if reason is not None:
+        return reason
+    pointwise, attention = pointwise_kernel(), decode_attention_kernel()
+    if pointwise is None or attention is None:
+        return "the native pointwise or decode-attention kernel is not available here"
+    model.native_decode = LeanGemma3Decode(model, pointwise, attention)
+    return None
+
+
+def _unsupported(model: torch.nn.Module) -> str | None:
+    if model.dtype != torch.float32:
+        return f"the model computes in {model.dtype}; the lean step is float32 only"
+    for i, layer in enumerate(model.model.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        linears = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
+        if not all(isinstance(m, GGUFLinear) for m in linears):
+            return f"layer {i} has projections that are not GGUF blocks"
+        if mlp.act_name not in ACTIVATIONS:
+            return f"activation {mlp.act_name!r} has no native kernel"
+        if layer.input_layernorm.weight.device.type != "cpu":
+            return "the model is not on the CPU"
+    return None
+
+
+class LeanGemma3Decode:
+    """Callable (h, cos_sin, kv_caches, meta) -> the last layer's output (before the final
+    norm, as Gemma3ForCausalLM.forward expects), or None to decline."""
+
+    def __init__(
+        self, model: torch.nn.Module, pointwise: PointwiseKernel, attention: DecodeAttentionKernel
+    ):
+        self.pointwise, self.attention = pointwise, attention
+        self.layers = [
+            _LayerPlan(
+                input_norm=layer.input_layernorm.scale(),
+                post_attn_norm=layer.post_attention_layernorm.scale(),
+                pre_ffw_norm=layer.pre_feedforward_layernorm.scale(),
+                post_ffw_norm=layer.post_feedforward_layernorm.scale(),
+                eps=layer.input_layernorm.eps,
+                qk_norm=layer.self_attn.qk_norm_scale(),
+                qk_eps=layer.self_attn.q_norm.eps,
+                qkv=layer.self_attn.qkv_proj,
+                o=layer.self_attn.o_proj,
+                gate_up=layer.mlp.gate_up_proj,
+                down=layer.mlp.down_proj,
+                heads=layer.self_attn.num_heads,
+                kv_heads=layer.self_attn.num_kv_heads,
+                head_dim=layer.self_attn.head_dim,
+                scale=layer.self_attn.scale,
+                window=layer.self_attn.sliding_window,
+                layer_type=layer.self_attn.layer_type,
+                act=layer.mlp.act_name,
+            )
+            for layer in model.model.layers
+        ]
+
+    def __call__(
+        self,
+        h: torch.Tensor,
+        cos_sin: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        kv_caches: list[tuple[torch.Tensor, ...]],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor | None:
+        pw = self.pointwise
+        if not pw.handles(h):
+            return None
+        tokens = h.shape[0]
+        # cos_sin holds (cat(cos, cos), cat(-sin, sin)) per layer type; rope_store takes the
+        # halves and computes x1 cos - x2 sin, the same bits as x1 cos + x2 (-sin).
+        ropes = {}
+        for layer_type, (cos, signed_sin) in cos_sin.items():
+            half = cos.shape[-1] // 2
+            ropes[layer_type] = (cos[:, :half].contiguous(), signed_sin[:, half:].contiguous())
+        tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        x = h
+        done = pw.add_rms_norm(x, None, self.layers[0].input_norm, self.layers[0].eps)
+        if done is None:
+            return None
+        normed = done[0]
+        for i, (plan, (k_cache, v_cache)) in enumerate(zip(self.layers, kv_caches, strict=True)):
+            layer_meta = meta.for_layer(i)
+            if id(layer_meta) not in tables:  # one pair per KV cache group
+                tables[id(layer_meta)] = (
+                    layer_meta.block_tables.to(torch.int32).contiguous(),
+                    layer_meta.context_lens.to(torch.int32).contiguous(),
+                )
+            block_tables, lens = tables[id(layer_meta)]
+            rope = ropes[plan.layer_type]
+            attended = self._attend(
+                plan, normed, (k_cache, v_cache), layer_meta, block_tables, lens, rope
+            )
+            y = None if attended is None else project(plan.o, attended.view(tokens, -1))
+            y = None if y is None else pw.add_rms_norm(y, None, plan.post_attn_norm, plan.eps)
+            done = None if y is None else pw.add_rms_norm(y[0], x, plan.pre_ffw_norm, plan.eps)
+            if done is None:
+                return None
+            z, x = done
+            gate_up = project(plan.gate_up, z)
+            act = None if gate_up is None else pw.gated_act(gate_up, plan.act)
+            y = None if act is None else project(plan.down, act)
+            y = None if y is None else pw.add_rms_norm(y, None, plan.post_ffw_norm, plan.eps)
+            if y is None:
+                return None
+            if i + 1 == len(self.layers):
+                return x + y[0]
+            nxt = self.layers[i + 1]
+            done = pw.add_rms_norm(y[0], x, nxt.input_norm, nxt.eps)  # x + y, then its norm
+            if done is None:
+                return None
+            normed, x = done
+        return x
+
+    def _attend(
+        self,
+        plan: _LayerPlan,
+        normed: torch.Tensor,
+        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        meta: AttentionMetadata,
+        block_tables: torch.Tensor,
+        lens: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor | None:
+        """q/k/v projection, per-head q/k norms, rotary, K/V into the cache, attention."""
+        pw, tokens = self.pointwise, normed.shape[0]
+        qkv = project(plan.qkv, normed)
+        if qkv is None:
+            return None
+        qk_width = (plan.heads + plan.kv_heads) * plan.head_dim
+        qk = qkv[:, :qk_width].reshape(tokens, plan.heads + plan.kv_heads, plan.head_dim)
+        done = pw.add_rms_norm(qk.contiguous(), None, plan.qk_norm, plan.qk_eps)
+        if done is None:
+            return None
+        qkv = torch.cat((done[0].view(tokens, -1), qkv[:, qk_width:]), dim=1)
+        cos, sin = rope
+        q = pw.rope_store(qkv, plan.heads, plan.kv_heads, cos, sin, meta.slot_mapping, *kv_cache)
+        if q is None:
+            return None
+        return self.attention(q, *kv_cache, block_tables, lens, plan.scale, plan.window)

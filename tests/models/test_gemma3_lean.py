@@ -1,0 +1,49 @@
+"""The lean Gemma 3 decode step (models/gemma3_lean.py): the modules' results, bitwise, on
+GGUF blocks on CPU, sliding-window layers and the demo model included."""
+
+from __future__ import annotations
+
+import torch
+from test_gguf_linear import PROMPT, decode_logits, load, needs_kernel, tiny_gguf
+from test_llama_native import _counting
+
+from localseek.engine.llm import LLM
+from localseek.kernels.gguf_matmul import PACKED_TYPES
+from localseek.models.gemma3_lean import LeanGemma3Decode
+from localseek.sampling_params import SamplingParams
+from localseek.weights.default_model import default_model_path
+
+pytestmark = needs_kernel
+
+
+def test_decode_steps_equal_the_modules_bitwise(tmp_path):
+    """Teacher-forced one token per step over a prompt longer than the sliding window."""
+    model = load(tiny_gguf(tmp_path, "gemma3", "Q8_0"), PACKED_TYPES)
+    windows = {layer.self_attn.sliding_window for layer in model.model.layers}
+    assert None in windows and any(w is not None and w < len(PROMPT) for w in windows)
+    assert model.attach_fused_decode() is None
+    assert isinstance(model.native_decode, LeanGemma3Decode)
+    took = _counting(model)
+    lean = decode_logits(model, PROMPT)
+    assert took == [True] * len(PROMPT)
+    model.native_decode = None
+    assert torch.equal(lean, decode_logits(model, PROMPT))
+
+
+def test_the_demo_model_generates_what_its_modules_generate():
+    llm = LLM(default_model_path(), kv_cache_tokens=1024, show_progress=False)
+    model = llm.engine.runner.model
+    assert isinstance(model.native_decode, LeanGemma3Decode)
+    took = _counting(model)
+    prompts = ["The capital of France is", "Write a haiku about the sea.", "1, 2, 3,"]
+    greedy = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
+    lean = [out.token_ids for out in llm.generate(prompts, greedy)]
+    assert any(took)
+    model.native_decode = None
+    assert [out.token_ids for out in llm.generate(prompts, greedy)] == lean
+
+
+def test_a_bf16_model_keeps_the_modules_and_says_why(tmp_path):
+    model = load(tiny_gguf(tmp_path, "gemma3", "Q8_0"), PACKED_TYPES, torch.bfloat16)
+    why = model.attach_fused_decode()
+    assert why is not None and "float32" in why and model.native_decode is None
