@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 from test_gguf_linear import PROMPT, decode_logits, load, needs_kernel, tiny_gguf
-from test_llama_native import _counting
+from test_llama_lean import _counting
 
 from localseek.engine.llm import LLM
 from localseek.kernels.gguf_matmul import PACKED_TYPES

@@ -1,8 +1,6 @@
 """Gemma 3 decode steps in one lean loop over the native kernels, for GGUF blocks on CPU.
 
-The GGUF-on-CPU counterpart of llama_native.py (the demo model is a Q4_K_M GGUF): the same
-kernels the modules call (`gguf_matmul`, `pointwise`, paged decode attention with each layer's
-window), in the same order, with the layers' modules and constants resolved once, so the
+The counterpart of llama_lean.py for the demo model (a Q4_K_M GGUF); see lean_decode.py. The
 results are bitwise the modules' (the tests compare them). Gemma's sandwich norms fold into
 the pointwise kernel's fused add + norm: x + post_ffw_norm(h) and the next layer's input norm
 are one call, as are x + post_attn_norm(h) and the pre-feedforward norm. Per-head q/k norms
@@ -22,11 +20,12 @@ from dataclasses import dataclass
 
 import torch
 
-from localseek.kernels.paged_attention import DecodeAttentionKernel, decode_attention_kernel
-from localseek.kernels.pointwise import ACTIVATIONS, PointwiseKernel, pointwise_kernel
+from localseek.kernels.paged_attention import DecodeAttentionKernel
+from localseek.kernels.pointwise import PointwiseKernel
+from localseek.models import lean_decode
 from localseek.models.attention import AttentionMetadata
 from localseek.models.gguf_linear import GGUFLinear
-from localseek.models.llama_native import project
+from localseek.models.lean_decode import GroupTables, layer_parts, project
 
 
 @dataclass(frozen=True)
@@ -53,29 +52,7 @@ class _LayerPlan:
 
 def attach(model: torch.nn.Module) -> str | None:
     """Give a Gemma 3 model on GGUF blocks its lean decode step; why not, or None if attached."""
-    reason = _unsupported(model)
-    if reason is not None:
-        return reason
-    pointwise, attention = pointwise_kernel(), decode_attention_kernel()
-    if pointwise is None or attention is None:
-        return "the native pointwise or decode-attention kernel is not available here"
-    model.native_decode = LeanGemma3Decode(model, pointwise, attention)
-    return None
-
-
-def _unsupported(model: torch.nn.Module) -> str | None:
-    if model.dtype != torch.float32:
-        return f"the model computes in {model.dtype}; the lean step is float32 only"
-    for i, layer in enumerate(model.model.layers):
-        attn, mlp = layer.self_attn, layer.mlp
-        linears = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-        if not all(isinstance(m, GGUFLinear) for m in linears):
-            return f"layer {i} has projections that are not GGUF blocks"
-        if mlp.act_name not in ACTIVATIONS:
-            return f"activation {mlp.act_name!r} has no native kernel"
-        if layer.input_layernorm.weight.device.type != "cpu":
-            return "the model is not on the CPU"
-    return None
+    return lean_decode.attach(model, LeanGemma3Decode)
 
 
 class LeanGemma3Decode:
@@ -88,24 +65,15 @@ class LeanGemma3Decode:
         self.pointwise, self.attention = pointwise, attention
         self.layers = [
             _LayerPlan(
+                **layer_parts(layer),
                 input_norm=layer.input_layernorm.scale(),
                 post_attn_norm=layer.post_attention_layernorm.scale(),
                 pre_ffw_norm=layer.pre_feedforward_layernorm.scale(),
                 post_ffw_norm=layer.post_feedforward_layernorm.scale(),
-                eps=layer.input_layernorm.eps,
                 qk_norm=layer.self_attn.qk_norm_scale(),
                 qk_eps=layer.self_attn.q_norm.eps,
-                qkv=layer.self_attn.qkv_proj,
-                o=layer.self_attn.o_proj,
-                gate_up=layer.mlp.gate_up_proj,
-                down=layer.mlp.down_proj,
-                heads=layer.self_attn.num_heads,
-                kv_heads=layer.self_attn.num_kv_heads,
                 head_dim=layer.self_attn.head_dim,
-                scale=layer.self_attn.scale,
-                window=layer.self_attn.sliding_window,
                 layer_type=layer.self_attn.layer_type,
-                act=layer.mlp.act_name,
             )
             for layer in model.model.layers
         ]
@@ -127,20 +95,14 @@ class LeanGemma3Decode:
         for layer_type, (cos, signed_sin) in cos_sin.items():
             half = cos.shape[-1] // 2
             ropes[layer_type] = (cos[:, :half].contiguous(), signed_sin[:, half:].contiguous())
-        tables: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        tables = GroupTables(meta)
         x = h
         done = pw.add_rms_norm(x, None, self.layers[0].input_norm, self.layers[0].eps)
         if done is None:
             return None
         normed = done[0]
         for i, (plan, (k_cache, v_cache)) in enumerate(zip(self.layers, kv_caches, strict=True)):
-            layer_meta = meta.for_layer(i)
-            if id(layer_meta) not in tables:  # one pair per KV cache group
-                tables[id(layer_meta)] = (
-                    layer_meta.block_tables.to(torch.int32).contiguous(),
-                    layer_meta.context_lens.to(torch.int32).contiguous(),
-                )
-            block_tables, lens = tables[id(layer_meta)]
+            layer_meta, block_tables, lens = tables(i)
             rope = ropes[plan.layer_type]
             attended = self._attend(
                 plan, normed, (k_cache, v_cache), layer_meta, block_tables, lens, rope

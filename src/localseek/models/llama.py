@@ -165,9 +165,9 @@ class LlamaForCausalLM(PreNormCausalLM):
 
     def attach_fused_decode(self) -> str | None:
         """Declared fast path: decode steps in one lean loop over the native kernels
-        (llama_native.py) where the weights are GGUF blocks on CPU. Returns why not, or None
+        (llama_lean.py) where the weights are GGUF blocks on CPU. Returns why not, or None
         when attached; the loader calls it after the weights are final."""
-        from localseek.models.llama_native import attach
+        from localseek.models.llama_lean import attach
 
         return attach(self)
 

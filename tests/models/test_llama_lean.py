@@ -1,4 +1,4 @@
-"""The lean Llama/Qwen2 decode step (models/llama_native.py): the modules' results, bitwise,
+"""The lean Llama/Qwen2 decode step (models/llama_lean.py): the modules' results, bitwise,
 on GGUF blocks on CPU; everything it does not take runs the modules."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from test_gguf_linear import PROMPT, decode_logits, load, needs_kernel, tiny_ggu
 
 from localseek.engine.llm import LLM
 from localseek.kernels.gguf_matmul import PACKED_TYPES
-from localseek.models.llama_native import LeanLlamaDecode
+from localseek.models.llama_lean import LeanLlamaDecode
 from localseek.sampling_params import SamplingParams
 
 pytestmark = needs_kernel
