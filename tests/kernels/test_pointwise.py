@@ -143,7 +143,10 @@ def test_rope_store_refuses_a_slot_outside_the_cache_and_writes_nothing(kernel):
     for bad in ([3, 32], [-1, 0]):
         slots = torch.tensor(bad)
         assert kernel.rope_store(qkv, 4, 2, cos, cos, slots, k_cache, v_cache) is None
-    assert not k_cache.any() and not v_cache.any()
+    slots = torch.tensor([3, 4])
+    bf16_cache = torch.zeros(2, 16, 2, 64, dtype=torch.bfloat16)  # not float32: refused
+    assert kernel.rope_store(qkv, 4, 2, cos, cos, slots, bf16_cache, v_cache) is None
+    assert not k_cache.any() and not v_cache.any() and not bf16_cache.any()
     assert (
         kernel.rope_store(
             qkv, 4, 2, cos, cos, torch.tensor([3, 4], dtype=torch.int32), k_cache, v_cache

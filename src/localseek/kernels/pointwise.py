@@ -90,7 +90,8 @@ class PointwiseKernel:
         (a slot outside the cache included), nothing written then."""
         tokens, dim = qkv.shape[0], k_cache.shape[-1]
         if (
-            slots.dtype != torch.int64
+            not self.handles(qkv, cos, sin, k_cache, v_cache)
+            or slots.dtype != torch.int64
             or not slots.is_contiguous()
             or qkv.shape[-1] != (heads + 2 * kv_heads) * dim
             or k_cache.shape[-2:] != (kv_heads, dim)
