@@ -163,7 +163,13 @@ def test_q8_activations_reach_every_block_linear_at_llama_cpps_precision():
     """--gguf-activations q8: every block linear decodes on one int8 level, as llama.cpp
     multiplies: looser than q16 (measured on an AVX2 EPYC: top-1 0.935, mean |dlogprob|
     0.070), yet still the model's predictions."""
-    llm = LLM(default_model_path(), gguf_activations="q8", kv_cache_tokens=512, show_progress=False)
+    llm = LLM(
+        default_model_path(),
+        dtype="float32",  # as the reference; auto is bf16 on AVX512-BF16 hosts
+        gguf_activations="q8",
+        kv_cache_tokens=512,
+        show_progress=False,
+    )
     model = llm.engine.runner.model
     block_linears = [m for m in model.modules() if isinstance(m, GGUFLinear)]
     assert block_linears and {m.levels for m in block_linears} == {1}
