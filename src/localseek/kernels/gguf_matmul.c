@@ -52,9 +52,6 @@ static void pack32(const __m256i r[4], int8_t *q, int32_t sums[2]) {
     sums[1] = hsum8_epi32(_mm256_add_epi32(r[2], r[3]));
 }
 
-/* Activation row x to int8 in blocks of qb values (act_row in gguf_dot.h): d = amax / 127,
- * level one q = round(x / d); level two q2 = round((x - d q) * 256 / d), clipped to +-127
- * (|x - d q| <= d / 2, so only +-128 is clipped; -128 would not survive Q8_0's sign flip). */
 /* r[k] * 256 + r2[k] (32 values, |.| <= 32639) as int16 at q16, in order. */
 static void pack16(const __m256i r[4], const __m256i r2[4], int16_t *q16) {
     __m256i c[4];
@@ -64,6 +61,10 @@ static void pack16(const __m256i r[4], const __m256i r2[4], int16_t *q16) {
                             _mm256_permute4x64_epi64(_mm256_packs_epi32(c[2 * h], c[2 * h + 1]), 0xD8));
 }
 
+/* Activation row x to int8 in blocks of qb values (act_row in gguf_dot.h): d = amax / 127,
+ * level one q = round(x / d); level two q2 = round((x - d q) * 256 / d), clipped to +-127
+ * (|x - d q| <= d / 2, so only +-128 is clipped; -128 would not survive Q8_0's sign flip).
+ * q16, when given, holds 256 q + q2 for Q8_0 (dot_q8_0). */
 static void quantize_row(const char *x, int bf16, int64_t K, int qb, int levels, int8_t *q,
                          int8_t *q2, int16_t *q16, float *d, float *s16, float *s32) {
     const __m256 sign = _mm256_set1_ps(-0.0f);

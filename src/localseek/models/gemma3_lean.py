@@ -25,7 +25,7 @@ from localseek.kernels.pointwise import PointwiseKernel
 from localseek.models import lean_decode
 from localseek.models.attention import AttentionMetadata
 from localseek.models.gguf_linear import GGUFLinear
-from localseek.models.lean_decode import GroupTables, layer_parts, project
+from localseek.models.lean_decode import GroupTables, layer_parts
 
 
 @dataclass(frozen=True)
@@ -107,15 +107,15 @@ class LeanGemma3Decode:
             attended = self._attend(
                 plan, normed, (k_cache, v_cache), layer_meta, block_tables, lens, rope
             )
-            y = None if attended is None else project(plan.o, attended.view(tokens, -1))
+            y = None if attended is None else plan.o.multiply(attended.view(tokens, -1))
             y = None if y is None else pw.add_rms_norm(y, None, plan.post_attn_norm, plan.eps)
             done = None if y is None else pw.add_rms_norm(y[0], x, plan.pre_ffw_norm, plan.eps)
             if done is None:
                 return None
             z, x = done
-            gate_up = project(plan.gate_up, z)
+            gate_up = plan.gate_up.multiply(z)
             act = None if gate_up is None else pw.gated_act(gate_up, plan.act)
-            y = None if act is None else project(plan.down, act)
+            y = None if act is None else plan.down.multiply(act)
             y = None if y is None else pw.add_rms_norm(y, None, plan.post_ffw_norm, plan.eps)
             if y is None:
                 return None
@@ -140,7 +140,7 @@ class LeanGemma3Decode:
     ) -> torch.Tensor | None:
         """q/k/v projection, per-head q/k norms, rotary, K/V into the cache, attention."""
         pw, tokens = self.pointwise, normed.shape[0]
-        qkv = project(plan.qkv, normed)
+        qkv = plan.qkv.multiply(normed)
         if qkv is None:
             return None
         qk_width = (plan.heads + plan.kv_heads) * plan.head_dim

@@ -77,14 +77,21 @@ class GGUFLinear(nn.Module):
         """float32 [out, in]: the exact weights (reference and fallback)."""
         return torch.cat([p.dequantize() for p in self.ordered_parts()])
 
+    def multiply(self, flat: torch.Tensor) -> torch.Tensor | None:
+        """flat [tokens, in] @ W.T (+ bias) by the block kernel, or None when the kernel does
+        not take these rows (forward then dequantizes; the lean decode steps decline)."""
+        y = self.kernel(flat, self.table(), self.levels)
+        return y if y is None else self._add_bias(y)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)  # [tokens, in]
-        y = self.kernel(flat, self.table(), self.levels)
+        y = self.multiply(flat)
         if y is None:  # a dtype or device the kernel does not take: exact, slow
-            y = F.linear(flat, self.dequantized().to(flat.dtype))
-        if self.bias is not None:
-            y = y.add_(self.bias.to(y.dtype))
+            y = self._add_bias(F.linear(flat, self.dequantized().to(flat.dtype)))
         return y.view(*x.shape[:-1], self.out_features)
+
+    def _add_bias(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.bias is None else y.add_(self.bias.to(y.dtype))
 
     def extra_repr(self) -> str:
         types = ",".join(sorted({_type_name(p.ggml_type) for p in self.parts.values()}))

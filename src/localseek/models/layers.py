@@ -287,7 +287,7 @@ def rotate_and_cache(
     cache at slot_mapping. One native call for float32 CPU rows, torch's ops otherwise."""
     k_cache, v_cache = kv_cache
     native = pointwise_kernel()
-    if native is not None and native.handles(qkv, cos, sin, k_cache, v_cache):
+    if native is not None:  # rope_store checks the tensors itself (None: not taken)
         q = native.rope_store(qkv, num_heads, num_kv_heads, cos, sin, slot_mapping, *kv_cache)
         if q is not None:
             return q

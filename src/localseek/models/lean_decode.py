@@ -1,5 +1,6 @@
 """What the lean decode steps (llama_lean.py, gemma3_lean.py) share: when a model qualifies,
-how one is attached, a projection without its module call, and each KV group's tables.
+how one is attached, the plan fields every layer has, and each KV group's tables. Projections
+go through `GGUFLinear.multiply` directly, without the module call.
 
 A lean step calls the native kernels the modules would call (`gguf_matmul`, `pointwise`, paged
 decode attention), in the same order, from one loop with the layers' modules and constants
@@ -66,14 +67,6 @@ def layer_parts(layer: torch.nn.Module) -> dict:
         "act": mlp.act_name,
         "eps": layer.input_layernorm.eps,
     }
-
-
-def project(linear: GGUFLinear, x: torch.Tensor) -> torch.Tensor | None:
-    """GGUFLinear.forward for 2-D float32 rows, without the module call; None if refused."""
-    y = linear.kernel(x, linear.table(), linear.levels)
-    if y is not None and linear.bias is not None:
-        y = y.add_(linear.bias.to(y.dtype))
-    return y
 
 
 class GroupTables:

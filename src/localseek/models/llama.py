@@ -163,14 +163,6 @@ _STACKED = {
 class LlamaForCausalLM(PreNormCausalLM):
     """Llama decoder over a paged KV cache; parameter names follow HF's checkpoints."""
 
-    def attach_fused_decode(self) -> str | None:
-        """Declared fast path: decode steps in one lean loop over the native kernels
-        (llama_lean.py) where the weights are GGUF blocks on CPU. Returns why not, or None
-        when attached; the loader calls it after the weights are final."""
-        from localseek.models.llama_lean import attach
-
-        return attach(self)
-
     qkv_bias: bool | None = None  # None: the config's attention_bias decides
 
     def __init__(self, hf_config: dict, dtype: torch.dtype, device: torch.device | str = "cpu"):
@@ -200,6 +192,14 @@ class LlamaForCausalLM(PreNormCausalLM):
             "qkv_proj": ((0, q), (q, kv), (q + kv, kv)),
             "gate_up_proj": ((0, inter), (inter, inter)),
         }
+
+    def attach_fused_decode(self) -> str | None:
+        """Declared fast path: decode steps in one lean loop over the native kernels
+        (llama_lean.py) where the weights are GGUF blocks on CPU. Returns why not, or None
+        when attached; the loader calls it after the weights are final."""
+        from localseek.models.llama_lean import attach
+
+        return attach(self)
 
     def kv_cache_specs(self) -> list[KVCacheSpec]:
         shape = (self.args.num_kv_heads, self.args.head_dim)

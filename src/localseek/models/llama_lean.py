@@ -23,7 +23,7 @@ from localseek.kernels.pointwise import PointwiseKernel
 from localseek.models import lean_decode
 from localseek.models.attention import AttentionMetadata
 from localseek.models.gguf_linear import GGUFLinear
-from localseek.models.lean_decode import GroupTables, layer_parts, project
+from localseek.models.lean_decode import GroupTables, layer_parts
 
 
 @dataclass(frozen=True)
@@ -87,21 +87,21 @@ class LeanLlamaDecode:
             if done is None:
                 return None
             x, residual = done if residual is not None else (done[0], h)
-            qkv = project(plan.qkv, x)
+            qkv = plan.qkv.multiply(x)
             q = None if qkv is None else pw.rope_store(
                 qkv, plan.heads, plan.kv_heads, cos, sin, layer_meta.slot_mapping, k_cache, v_cache
             )  # fmt: skip
             out = None if q is None else self.attention(
                 q, k_cache, v_cache, block_tables, lens, plan.scale, plan.window
             )  # fmt: skip
-            y = None if out is None else project(plan.o, out.view(tokens, -1))
+            y = None if out is None else plan.o.multiply(out.view(tokens, -1))
             done = None if y is None else pw.add_rms_norm(y, residual, plan.post_norm, plan.eps)
             if done is None:
                 return None
             x, residual = done
-            gate_up = project(plan.gate_up, x)
+            gate_up = plan.gate_up.multiply(x)
             act = None if gate_up is None else pw.gated_act(gate_up, plan.act)
-            h = None if act is None else project(plan.down, act)
+            h = None if act is None else plan.down.multiply(act)
             if h is None:
                 return None
         done = pw.add_rms_norm(h, residual, self.final_norm, self.final_eps)
