@@ -10,7 +10,9 @@
 #include "simd.h"
 #include "vec.h"
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_GROUP 16 /* query heads per KV head */
@@ -183,6 +185,31 @@ static void attend_items(const char *q, const char *k_cache, const char *v_cache
         for (int64_t i = 0; i < parts; i++) ptrs[i] = &states[item * parts + i];
         attend_merge(ptrs, parts, h, G, Dv, bf16, out + s * Hq * Dv * es);
     }
+}
+
+/* The whole decode attention of paged_decode_attention.c (layouts there); 0, or 1 for shapes it
+ * does not handle. */
+static inline int paged_decode_attention(const void *q, const void *k_cache, const void *v_cache,
+                                         const int32_t *block_tables, const int32_t *context_lens,
+                                         void *out, int64_t S, int64_t Hq, int64_t Hkv, int64_t D,
+                                         int64_t Dv, int64_t B, int64_t table_stride,
+                                         int64_t window, float scale, int bf16) {
+    if (S < 0 || Hkv <= 0 || Hq % Hkv || Hq / Hkv > MAX_GROUP || D % 16 || Dv % 16 ||
+        D > MAX_DIM || Dv > MAX_DIM || D <= 0 || Dv <= 0 || B <= 0)
+        return 1;
+    const int threads = omp_get_max_threads();
+    const int64_t parts = attend_parts(S * Hkv, threads);
+    attend_state *states = NULL;
+    if (parts > 1 && S > 0) {
+        states = (attend_state *)aligned_alloc(64, (size_t)(S * Hkv * parts) * sizeof(attend_state));
+        if (!states) return 1;
+    }
+    #pragma omp parallel
+    attend_items((const char *)q, (const char *)k_cache, (const char *)v_cache, block_tables,
+                 table_stride, context_lens, (char *)out, S, Hq, Hkv, D, Dv, B, window, scale, bf16,
+                 threads, states);
+    free(states);
+    return 0;
 }
 
 #endif
