@@ -15,29 +15,40 @@ from localseek.sampling_params import SamplingParams
 pytestmark = needs_kernel
 
 
-def _counting(model) -> list[bool]:
-    """Wrap the model's native step to record whether each call took the step (True)."""
-    native, took = model.native_decode, []
+def _counting(owner, name: str = "native_decode") -> list[bool]:
+    """Wrap owner.<name> (a model's native step, or a lean step's C call) to record whether
+    each call took it (True) or declined."""
+    step, took = getattr(owner, name), []
 
     def counted(*args):
-        out = native(*args)
+        out = step(*args)
         took.append(out is not None)
         return out
 
-    model.native_decode = counted
+    setattr(owner, name, counted)
     return took
 
 
+@pytest.mark.parametrize("in_c", [True, False], ids=["one C call", "python loop"])
 @pytest.mark.parametrize(("arch", "qtype"), [("qwen2", "Q8_0"), ("llama", "Q4_0")])
-def test_decode_steps_equal_the_modules_bitwise(tmp_path, arch, qtype):
+def test_decode_steps_equal_the_modules_bitwise(tmp_path, arch, qtype, in_c):
     """Teacher-forced one token per step: the same logits to the last bit, with the step
-    taken every time (qwen2 carries q/k/v biases)."""
+    taken every time (qwen2 carries q/k/v biases), whether the layers run in one C call
+    (gguf_decode_step.c) or in the Python loop over the same kernels."""
     model = load(tiny_gguf(tmp_path, arch, qtype), PACKED_TYPES)
     assert model.attach_fused_decode() is None
-    assert isinstance(model.native_decode, LeanLlamaDecode)
+    step = model.native_decode
+    assert isinstance(step, LeanLlamaDecode)
+    assert step.native is not None  # the kernel builds wherever the others do
+    if in_c:
+        c_calls = _counting(step, "native")
+    else:
+        step.native = None
     took = _counting(model)
     lean = decode_logits(model, PROMPT)
     assert took == [True] * len(PROMPT)
+    if in_c:
+        assert c_calls == [True] * len(PROMPT)
     model.native_decode = None
     assert torch.equal(lean, decode_logits(model, PROMPT))
 
@@ -62,3 +73,18 @@ def test_models_it_does_not_suit_keep_the_modules(tmp_path):
     assert "float32" in packed.attach_fused_decode() and packed.native_decode is None
     dense = load(tiny_gguf(tmp_path, "qwen2", "Q8_0"), frozenset())
     assert "not GGUF blocks" in dense.attach_fused_decode() and dense.native_decode is None
+
+
+def test_a_c_call_that_declines_part_way_leaves_the_step_to_the_loop(tmp_path):
+    """The C step gives up at the last layer's down projection (an activation level count the
+    block kernel refuses), after every layer's K/V are written: the loop then runs the step
+    and writes them again, and the logits are still the modules'."""
+    model = load(tiny_gguf(tmp_path, "qwen2", "Q8_0"), PACKED_TYPES)
+    assert model.attach_fused_decode() is None
+    step = model.native_decode
+    step.native._layers[-1].down.levels = 3
+    c_calls, took = _counting(step, "native"), _counting(model)
+    lean = decode_logits(model, PROMPT)
+    assert c_calls == [False] * len(PROMPT) and took == [True] * len(PROMPT)
+    model.native_decode = None
+    assert torch.equal(lean, decode_logits(model, PROMPT))

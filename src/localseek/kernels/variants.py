@@ -47,6 +47,9 @@ KERNEL_VARIANTS: dict[str, tuple[Variant, ...]] = {
     "int8_matvec": (AVX512, AVX2),
     "gemma3_decode": (AVX512_BF16,),
     "gguf_matmul": (AVX512_VNNI, AVX2),
+    # pointwise's and the attention's AVX-512 code with gguf_matmul's integer sums, which are
+    # the same with or without VNNI: the step's bits match the per-kernel calls on any host
+    "gguf_decode_step": (AVX512_VNNI, AVX512, AVX2),
     "pointwise": (AVX512, AVX2),
 }
 

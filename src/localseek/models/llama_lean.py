@@ -4,7 +4,9 @@ The per-module forward of a decode step spends ~7 ms of a 28-layer model's step 
 torch bookkeeping on 2 cores (module calls, attention metadata, tensor checks, allocations),
 measured on a 28-layer model with tiny matrices; this loop (lean_decode.py) ~4.5 ms. The
 results are bitwise the modules' (the tests compare them): R1-1.5B's decode step on an AVX2
-EPYC went ~59 -> ~56 ms.
+EPYC went ~59 -> ~56 ms. Where kernels/gguf_decode_step.c builds, the same loop runs as one C
+call (the same bits; the tiny-matrix step 4.9 -> 1.8 ms, R1-1.5B's ~58 -> ~53 ms, one stream);
+the Python loop stays for the calls it declines.
 
 Attached at load by `LlamaForCausalLM.attach_fused_decode` when the model qualifies
 (`lean_decode.unsupported`); decode-only steps then run here. A prefill, a mixed step, or any
@@ -14,34 +16,14 @@ K/V written so far are written again with the same values).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from localseek.kernels.gguf_decode_step import LayerSpec, gguf_decode_step
 from localseek.kernels.paged_attention import DecodeAttentionKernel
 from localseek.kernels.pointwise import PointwiseKernel
 from localseek.models import lean_decode
 from localseek.models.attention import AttentionMetadata
-from localseek.models.gguf_linear import GGUFLinear
 from localseek.models.lean_decode import GroupTables, layer_parts
-
-
-@dataclass(frozen=True)
-class _LayerPlan:
-    """One decoder layer's modules and constants, read once."""
-
-    input_norm: torch.Tensor  # float32 scale [hidden]
-    post_norm: torch.Tensor
-    eps: float
-    qkv: GGUFLinear
-    o: GGUFLinear
-    gate_up: GGUFLinear
-    down: GGUFLinear
-    heads: int
-    kv_heads: int
-    scale: float
-    window: int | None
-    act: str
 
 
 def attach(model: torch.nn.Module) -> str | None:
@@ -57,7 +39,7 @@ class LeanLlamaDecode:
     ):
         self.pointwise, self.attention = pointwise, attention
         self.layers = [
-            _LayerPlan(
+            LayerSpec(
                 **layer_parts(layer),
                 input_norm=layer.input_layernorm.scale(),
                 post_norm=layer.post_attention_layernorm.scale(),
@@ -66,6 +48,8 @@ class LeanLlamaDecode:
         ]
         self.final_norm = model.model.norm.scale()
         self.final_eps = model.model.norm.eps
+        # the same loop in C when the kernel builds here (one call a step, the same bits)
+        self.native = gguf_decode_step(self.layers, self.final_norm, self.final_eps)
 
     def __call__(
         self,
@@ -79,6 +63,10 @@ class LeanLlamaDecode:
         if not pw.handles(h, cos, sin):
             return None
         tables, tokens = GroupTables(meta), h.shape[0]
+        if self.native is not None and pw.handles(*(c for pair in kv_caches for c in pair)):
+            out = self._native_step(h, cos, sin, kv_caches, tables)
+            if out is not None:
+                return out
         residual = None
         for i, (plan, (k_cache, v_cache)) in enumerate(zip(self.layers, kv_caches, strict=True)):
             layer_meta, block_tables, lens = tables(i)
@@ -106,3 +94,25 @@ class LeanLlamaDecode:
                 return None
         done = pw.add_rms_norm(h, residual, self.final_norm, self.final_eps)
         return None if done is None else done[0]
+
+    def _native_step(
+        self,
+        h: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        kv_caches: list[tuple[torch.Tensor, ...]],
+        tables: GroupTables,
+    ) -> torch.Tensor | None:
+        """The whole step in one C call, or None when it declines (the loop then runs)."""
+        index: dict[int, int] = {}
+        groups, layer_groups = [], []
+        for i in range(len(self.layers)):
+            layer_meta, block_tables, lens = tables(i)
+            slots = layer_meta.slot_mapping
+            if slots.dtype != torch.int64 or not slots.is_contiguous():
+                return None
+            g = index.setdefault(id(layer_meta), len(groups))
+            if g == len(groups):
+                groups.append((slots, block_tables, lens))
+            layer_groups.append(g)
+        return self.native(h, cos, sin, kv_caches, groups, layer_groups)
