@@ -3,6 +3,7 @@ GGUF blocks on CPU, sliding-window layers and the demo model included."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from test_gguf_linear import PROMPT, decode_logits, load, needs_kernel, tiny_gguf
 from test_llama_lean import _counting
@@ -16,16 +17,27 @@ from localseek.weights.default_model import default_model_path
 pytestmark = needs_kernel
 
 
-def test_decode_steps_equal_the_modules_bitwise(tmp_path):
-    """Teacher-forced one token per step over a prompt longer than the sliding window."""
+@pytest.mark.parametrize("in_c", [True, False], ids=["one C call", "python loop"])
+def test_decode_steps_equal_the_modules_bitwise(tmp_path, in_c):
+    """Teacher-forced one token per step over a prompt longer than the sliding window, the
+    layers in one C call (gguf_decode_step.c: sandwich and q/k norms, two rotary tables, two
+    KV groups) or in the Python loop."""
     model = load(tiny_gguf(tmp_path, "gemma3", "Q8_0"), PACKED_TYPES)
     windows = {layer.self_attn.sliding_window for layer in model.model.layers}
     assert None in windows and any(w is not None and w < len(PROMPT) for w in windows)
     assert model.attach_fused_decode() is None
-    assert isinstance(model.native_decode, LeanGemma3Decode)
+    step = model.native_decode
+    assert isinstance(step, LeanGemma3Decode) and step.native is not None
+    assert len(step.rope_order) == 2
+    if in_c:
+        c_calls = _counting(step, "native")
+    else:
+        step.native = None
     took = _counting(model)
     lean = decode_logits(model, PROMPT)
     assert took == [True] * len(PROMPT)
+    if in_c:
+        assert c_calls == [True] * len(PROMPT)
     model.native_decode = None
     assert torch.equal(lean, decode_logits(model, PROMPT))
 
@@ -35,11 +47,11 @@ def test_the_demo_model_generates_what_its_modules_generate():
     llm = LLM(default_model_path(), dtype="float32", kv_cache_tokens=1024, show_progress=False)
     model = llm.engine.runner.model
     assert isinstance(model.native_decode, LeanGemma3Decode)
-    took = _counting(model)
+    c_calls, took = _counting(model.native_decode, "native"), _counting(model)
     prompts = ["The capital of France is", "Write a haiku about the sea.", "1, 2, 3,"]
     greedy = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)
     lean = [out.token_ids for out in llm.generate(prompts, greedy)]
-    assert any(took)
+    assert any(took) and all(c_calls) and len(c_calls) == sum(took)
     model.native_decode = None
     assert [out.token_ids for out in llm.generate(prompts, greedy)] == lean
 

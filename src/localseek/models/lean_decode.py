@@ -86,3 +86,21 @@ class GroupTables:
                 layer_meta.context_lens.to(torch.int32).contiguous(),
             )
         return (layer_meta, *tables)
+
+    def groups(
+        self, layers: int
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], list[int]] | None:
+        """For the one-call step: each KV group's (slots, block tables, lengths) once, and
+        each layer's group index; None when a group's slots are not contiguous int64."""
+        index: dict[int, int] = {}
+        groups, layer_groups = [], []
+        for i in range(layers):
+            layer_meta, block_tables, lens = self(i)
+            slots = layer_meta.slot_mapping
+            if slots.dtype != torch.int64 or not slots.is_contiguous():
+                return None
+            g = index.setdefault(id(layer_meta), len(groups))
+            if g == len(groups):
+                groups.append((slots, block_tables, lens))
+            layer_groups.append(g)
+        return groups, layer_groups

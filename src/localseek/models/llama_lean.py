@@ -64,7 +64,8 @@ class LeanLlamaDecode:
             return None
         tables, tokens = GroupTables(meta), h.shape[0]
         if self.native is not None and pw.handles(*(c for pair in kv_caches for c in pair)):
-            out = self._native_step(h, cos, sin, kv_caches, tables)
+            groups = tables.groups(len(self.layers))
+            out = None if groups is None else self.native(h, [(cos, sin)], kv_caches, *groups)
             if out is not None:
                 return out
         residual = None
@@ -94,25 +95,3 @@ class LeanLlamaDecode:
                 return None
         done = pw.add_rms_norm(h, residual, self.final_norm, self.final_eps)
         return None if done is None else done[0]
-
-    def _native_step(
-        self,
-        h: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        kv_caches: list[tuple[torch.Tensor, ...]],
-        tables: GroupTables,
-    ) -> torch.Tensor | None:
-        """The whole step in one C call, or None when it declines (the loop then runs)."""
-        index: dict[int, int] = {}
-        groups, layer_groups = [], []
-        for i in range(len(self.layers)):
-            layer_meta, block_tables, lens = tables(i)
-            slots = layer_meta.slot_mapping
-            if slots.dtype != torch.int64 or not slots.is_contiguous():
-                return None
-            g = index.setdefault(id(layer_meta), len(groups))
-            if g == len(groups):
-                groups.append((slots, block_tables, lens))
-            layer_groups.append(g)
-        return self.native(h, cos, sin, kv_caches, groups, layer_groups)
