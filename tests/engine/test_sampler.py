@@ -166,6 +166,30 @@ def test_sampling_frequencies_follow_processed_distribution(params):
     assert torch.allclose(freq, expected, atol=0.026), (freq, expected)
 
 
+def test_a_large_vocabularys_tail_keeps_its_share():
+    """65,536 tokens: three hold 0.2 / 0.3 / 0.1 and the other 65,533 share 0.4 evenly; the
+    draws follow that, the thin tail included (one uniform per row through the cumulative
+    sums)."""
+    vocab, rows, calls = 65536, 250, 16
+    probs = torch.full((vocab,), 0.4 / (vocab - 3))
+    probs[[10, 30000, vocab - 1]] = torch.tensor([0.2, 0.3, 0.1])
+    logits = probs.log().expand(rows, vocab).contiguous()
+    sampler = Sampler()
+    drawn = torch.cat(
+        [
+            torch.tensor(sampler(logits, [make_seq() for _ in range(rows)]).token_ids)
+            for _ in range(calls)
+        ]
+    )
+    n = rows * calls
+    freq = {t: (drawn == t).sum().item() / n for t in (10, 30000, vocab - 1)}
+    tail = 1 - sum(freq.values())
+    # 4000 draws: 4 standard deviations of a proportion near 0.5 is below 0.032.
+    assert abs(freq[10] - 0.2) < 0.032 and abs(freq[30000] - 0.3) < 0.032
+    assert abs(freq[vocab - 1] - 0.1) < 0.032 and abs(tail - 0.4) < 0.032
+    assert len(set(drawn.tolist())) > 0.3 * n  # the tail is spread, not one token
+
+
 # ---- penalties ------------------------------------------------------------------------------
 
 
