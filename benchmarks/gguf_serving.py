@@ -4,9 +4,9 @@ Both servers get the same file, the same threads (OMP_NUM_THREADS for localseek,
 llama.cpp), the same KV room (--max-num-seqs S --max-model-len N --kv-cache-tokens S*N against
 -np S -c S*N, S the highest level), the same client (sse_client.py: streaming
 /v1/completions with token-id prompts), the same prompts and exactly --output-tokens tokens per
-request (greedy, ignore_eos). Per round, each concurrency level C sends C requests at once to
-one server, then the other; the order of the servers flips every round, so drift on a shared
-machine hits both. Also per round: one request with a fresh --long-prompt-token prompt and
+request (greedy unless --temperature, ignore_eos). Per round, each concurrency level C sends C
+requests at once to one server, then the other; the order of the servers flips every round, so
+drift on a shared machine hits both. Also per round: one request with a fresh --long-prompt-token prompt and
 max_tokens 1, whose prompt tokens / time to first token is the prompt speed.
 
 Reported per server: output tok/s at each C (median of rounds), TTFT p50 (all requests of all
@@ -121,7 +121,7 @@ def measure_round(contenders: list[Contender], tokenizer, args, r: int) -> None:
     for level in args.levels:
         prompts = make_prompts(tokenizer, level, args.prompt_tokens, f"r{r}c{level}-")
         for c in order:
-            done = run_level(c.server.base, prompts, args.output_tokens)
+            done = run_level(c.server.base, prompts, args.output_tokens, args.temperature)
             c.levels.setdefault(level, []).append(done)
             _check_lengths(c.name, level, done, args.output_tokens)
             print(
@@ -189,6 +189,7 @@ def run(args: argparse.Namespace) -> dict:
         "context_per_slot": context,
         "prompt_tokens": args.prompt_tokens,
         "output_tokens": args.output_tokens,
+        "temperature": args.temperature,
         "long_prompt_tokens": args.long_prompt,
         "rounds": args.rounds,
         "levels": args.levels,
@@ -207,6 +208,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-tokens", type=int, default=64, help="per request, exactly")
     parser.add_argument(
         "--long-prompt", type=int, default=512, help="prompt-speed request length (0: skip)"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="sample at this temperature (default 0: greedy); each server keeps its own "
+        "defaults for the rest, as a client that sends only a temperature gets",
     )
     parser.add_argument("--threads", type=int, default=2, help="compute threads, both servers")
     parser.add_argument(

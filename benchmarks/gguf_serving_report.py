@@ -93,6 +93,8 @@ def markdown_table(results: dict) -> str:
         f"`{s['model'].rsplit('/', 1)[-1]}` ({s['file_bytes'] / 1e9:.2f} GB), {s['threads']} "
         f"threads, {s['prompt_tokens']} + {s['output_tokens']} tokens, rounds: {s['rounds']}"
     )
+    if s.get("temperature"):  # older results files have no temperature: greedy
+        head += f", temperature {s['temperature']}"
     columns = [*servers, *(f"{name} / {ref}" for name in ratios)]
     lines = [f"| {head} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     levels = [int(c) for c in s["levels"]]

@@ -28,16 +28,20 @@ class LevelRun:
         return statistics.median(self.ttfts) if self.ttfts else 0.0
 
 
-async def stream_level(base: str, prompts: list[list[int]], out_len: int) -> LevelRun:
+async def stream_level(
+    base: str, prompts: list[list[int]], out_len: int, temperature: float = 0.0
+) -> LevelRun:
     """All prompts at once as streaming /v1/completions; TTFT is the first chunk with a token.
 
-    Greedy, `ignore_eos` (both localseek and llama-server accept it on /v1/completions), so
-    every request asks for exactly `out_len` tokens. The client is sse_client.py's, not httpx:
+    Greedy unless `temperature` is given (then each server samples with its own defaults for
+    everything else, as a client sending only a temperature gets), `ignore_eos` (both
+    localseek and llama-server accept it on /v1/completions), so every request asks for
+    exactly `out_len` tokens. The client is sse_client.py's, not httpx:
     on a 2-core machine the load generator's own CPU comes out of the server's share, and
     httpx's was ~6% of the machine at 16 streams."""
     body = {
         "max_tokens": out_len,
-        "temperature": 0,
+        "temperature": temperature,
         "ignore_eos": True,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -64,6 +68,8 @@ async def stream_level(base: str, prompts: list[list[int]], out_len: int) -> Lev
     )
 
 
-def run_level(base: str, prompts: list[list[int]], out_len: int) -> LevelRun:
+def run_level(
+    base: str, prompts: list[list[int]], out_len: int, temperature: float = 0.0
+) -> LevelRun:
     """`stream_level` from synchronous code (a fresh event loop per level)."""
-    return asyncio.run(stream_level(base, prompts, out_len))
+    return asyncio.run(stream_level(base, prompts, out_len, temperature))
