@@ -58,14 +58,17 @@ class Sampler:
             processed = self._grammar.masked(processed, seqs, copy=processed is raw)
         else:
             assert all(s.sampling_params.grammar is None for s in seqs), "no GrammarMasks"
-        # Greedy for every row (one batched op; ties -> lowest id), then sampled rows replaced.
-        chosen = row_argmax(processed)  # [S]
         sampled_rows = [
             i for i, s in enumerate(seqs) if s.sampling_params.temperature >= _MIN_TEMPERATURE
         ]
-        if sampled_rows:
-            index = torch.tensor(sampled_rows, device=raw.device)
-            chosen[index] = self._sample(processed[index], [seqs[i] for i in sampled_rows])
+        if len(sampled_rows) == len(seqs):  # no greedy row: no argmax, no row gather
+            chosen = self._sample(processed, seqs)
+        else:
+            # Greedy for every row (one batched op; ties -> lowest id), sampled rows replaced.
+            chosen = row_argmax(processed)  # [S]
+            if sampled_rows:
+                index = torch.tensor(sampled_rows, device=raw.device)
+                chosen[index] = self._sample(processed[index], [seqs[i] for i in sampled_rows])
         logprobs = _logprobs(raw, chosen, seqs)
         token_ids = chosen.tolist()
         if self._grammar is not None:
