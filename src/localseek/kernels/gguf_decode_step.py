@@ -3,7 +3,8 @@
 
 A plan built once at load holds each layer's part tables, biases, norm scales and constants as
 C structs; a call fills in what changes per step (cache pointers, each KV group's slots and
-tables) and runs every layer without returning to Python.
+tables) and runs every layer without returning to Python. Each projection's activation levels
+are read when the plan is built: the loader sets them before it attaches the step.
 """
 
 from __future__ import annotations
