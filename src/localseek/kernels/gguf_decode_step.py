@@ -126,9 +126,16 @@ class GGUFDecodeStep:
         """ropes: (cos, sin) [M, half] per rotary table (LayerSpec.rope picks one); groups:
         (slots int64 [M], block tables int32 [M, stride], lengths int32 [M]) per KV group;
         layer_groups[i]: layer i's group. The caller checks that h, the tables and the caches
-        are float32 and contiguous and the rest contiguous."""
+        are float32 and contiguous and the rest contiguous; the caches' shapes are checked
+        here, as pointwise.rope_store checks them for the loop."""
         tokens, hidden = h.shape
         for c, (k_cache, v_cache), g in zip(self._layers, kv_caches, layer_groups, strict=True):
+            if (
+                k_cache.dim() != 4
+                or k_cache.shape[2] != c.kv_heads
+                or v_cache.shape != k_cache.shape
+            ):
+                return None
             c.k_cache, c.v_cache, c.group = k_cache.data_ptr(), v_cache.data_ptr(), g
             c.head_dim, c.block_size = k_cache.shape[-1], k_cache.shape[1]
             c.num_slots = k_cache.shape[0] * k_cache.shape[1]
