@@ -6,8 +6,9 @@ llama.cpp), the same KV room (--max-num-seqs S --max-model-len N --kv-cache-toke
 /v1/completions with token-id prompts), the same prompts and exactly --output-tokens tokens per
 request (greedy unless --temperature, ignore_eos). Per round, each concurrency level C sends C
 requests at once to one server, then the other; the order of the servers flips every round, so
-drift on a shared machine hits both. Also per round: one request with a fresh --long-prompt-token prompt and
-max_tokens 1, whose prompt tokens / time to first token is the prompt speed.
+drift on a shared machine hits both. Also per round: one request with a fresh
+--long-prompt-token prompt and max_tokens 1, whose prompt tokens / time to first token is the
+prompt speed.
 
 Reported per server: output tok/s at each C (median of rounds), TTFT p50 (all requests of all
 rounds), prompt tok/s, load time and peak resident memory of the process tree (psutil) while

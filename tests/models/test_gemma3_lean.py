@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_gguf_linear import PROMPT, decode_logits, load, needs_kernel, tiny_gguf
-from test_llama_lean import _counting
+from test_gguf_linear import PROMPT, load, needs_kernel, tiny_gguf
+from test_llama_lean import _counting, lean_equals_modules
 
 from localseek.engine.llm import LLM
 from localseek.kernels.gguf_matmul import PACKED_TYPES
@@ -26,20 +26,9 @@ def test_decode_steps_equal_the_modules_bitwise(tmp_path, in_c):
     windows = {layer.self_attn.sliding_window for layer in model.model.layers}
     assert None in windows and any(w is not None and w < len(PROMPT) for w in windows)
     assert model.attach_fused_decode() is None
-    step = model.native_decode
-    assert isinstance(step, LeanGemma3Decode) and step.native is not None
-    assert len(step.rope_order) == 2
-    if in_c:
-        c_calls = _counting(step, "native")
-    else:
-        step.native = None
-    took = _counting(model)
-    lean = decode_logits(model, PROMPT)
-    assert took == [True] * len(PROMPT)
-    if in_c:
-        assert c_calls == [True] * len(PROMPT)
-    model.native_decode = None
-    assert torch.equal(lean, decode_logits(model, PROMPT))
+    assert isinstance(model.native_decode, LeanGemma3Decode)
+    assert len(model.native_decode.rope_order) == 2
+    lean_equals_modules(model, in_c)
 
 
 def test_the_demo_model_generates_what_its_modules_generate():

@@ -29,16 +29,11 @@ def _counting(owner, name: str = "native_decode") -> list[bool]:
     return took
 
 
-@pytest.mark.parametrize("in_c", [True, False], ids=["one C call", "python loop"])
-@pytest.mark.parametrize(("arch", "qtype"), [("qwen2", "Q8_0"), ("llama", "Q4_0")])
-def test_decode_steps_equal_the_modules_bitwise(tmp_path, arch, qtype, in_c):
-    """Teacher-forced one token per step: the same logits to the last bit, with the step
-    taken every time (qwen2 carries q/k/v biases), whether the layers run in one C call
-    (gguf_decode_step.c) or in the Python loop over the same kernels."""
-    model = load(tiny_gguf(tmp_path, arch, qtype), PACKED_TYPES)
-    assert model.attach_fused_decode() is None
+def lean_equals_modules(model, in_c: bool) -> None:
+    """Teacher-forced over PROMPT, one token per step: the attached lean step takes every step,
+    all of them in its one C call (in_c) or all in its Python loop, and its logits equal the
+    modules' to the last bit."""
     step = model.native_decode
-    assert isinstance(step, LeanLlamaDecode)
     assert step.native is not None  # the kernel builds wherever the others do
     if in_c:
         c_calls = _counting(step, "native")
@@ -51,6 +46,18 @@ def test_decode_steps_equal_the_modules_bitwise(tmp_path, arch, qtype, in_c):
         assert c_calls == [True] * len(PROMPT)
     model.native_decode = None
     assert torch.equal(lean, decode_logits(model, PROMPT))
+
+
+@pytest.mark.parametrize("in_c", [True, False], ids=["one C call", "python loop"])
+@pytest.mark.parametrize(("arch", "qtype"), [("qwen2", "Q8_0"), ("llama", "Q4_0")])
+def test_decode_steps_equal_the_modules_bitwise(tmp_path, arch, qtype, in_c):
+    """Teacher-forced one token per step: the same logits to the last bit, with the step
+    taken every time (qwen2 carries q/k/v biases), whether the layers run in one C call
+    (gguf_decode_step.c) or in the Python loop over the same kernels."""
+    model = load(tiny_gguf(tmp_path, arch, qtype), PACKED_TYPES)
+    assert model.attach_fused_decode() is None
+    assert isinstance(model.native_decode, LeanLlamaDecode)
+    lean_equals_modules(model, in_c)
 
 
 def test_the_engine_attaches_it_and_batches_generate_what_the_modules_generate(tmp_path):

@@ -112,14 +112,10 @@ class LeanGemma3Decode:
             half = cos.shape[-1] // 2
             ropes[layer_type] = (cos[:, :half].contiguous(), signed_sin[:, half:].contiguous())
         tables = GroupTables(meta)
-        if self.native is not None and pw.handles(*(c for pair in kv_caches for c in pair)):
-            groups = tables.groups(len(self.layers))
-            order = [ropes[layer_type] for layer_type in self.rope_order]
-            if not pw.handles(*(t for pair in order for t in pair)):
-                groups = None
-            out = None if groups is None else self.native(h, order, kv_caches, *groups)
-            if out is not None:
-                return out
+        order = [ropes[layer_type] for layer_type in self.rope_order]
+        out = lean_decode.one_call(self.native, pw, h, order, kv_caches, tables)
+        if out is not None:
+            return out
         x = h
         done = pw.add_rms_norm(x, None, self.layers[0].input_norm, self.layers[0].eps)
         if done is None:

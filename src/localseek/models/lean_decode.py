@@ -1,6 +1,7 @@
 """What the lean decode steps (llama_lean.py, gemma3_lean.py) share: when a model qualifies,
-how one is attached, the plan fields every layer has, and each KV group's tables. Projections
-go through `GGUFLinear.multiply` directly, without the module call.
+how one is attached, the plan fields every layer has, each KV group's tables, and the try of
+the whole step in one C call. Projections go through `GGUFLinear.multiply` directly, without
+the module call.
 
 A lean step calls the native kernels the modules would call (`gguf_matmul`, `pointwise`, paged
 decode attention), in the same order, from one loop with the layers' modules and constants
@@ -104,3 +105,22 @@ class GroupTables:
                 groups.append((slots, block_tables, lens))
             layer_groups.append(g)
         return groups, layer_groups
+
+
+def one_call(
+    step: Callable | None,
+    pointwise: PointwiseKernel,
+    h: torch.Tensor,
+    ropes: list[tuple[torch.Tensor, torch.Tensor]],
+    kv_caches: list[tuple[torch.Tensor, ...]],
+    tables: GroupTables,
+) -> torch.Tensor | None:
+    """A lean step's whole decode in one C call (kernels/gguf_decode_step.py), or None when
+    the step has none here or it declines (the caller's loop then runs): the rotary tables and
+    caches float32 and contiguous, each KV group's slots contiguous int64. h is the caller's
+    to check."""
+    tensors = [t for pair in (*ropes, *kv_caches) for t in pair]
+    if step is None or not pointwise.handles(*tensors):
+        return None
+    groups = tables.groups(len(kv_caches))
+    return None if groups is None else step(h, ropes, kv_caches, *groups)

@@ -63,11 +63,9 @@ class LeanLlamaDecode:
         if not pw.handles(h, cos, sin):
             return None
         tables, tokens = GroupTables(meta), h.shape[0]
-        if self.native is not None and pw.handles(*(c for pair in kv_caches for c in pair)):
-            groups = tables.groups(len(self.layers))
-            out = None if groups is None else self.native(h, [(cos, sin)], kv_caches, *groups)
-            if out is not None:
-                return out
+        out = lean_decode.one_call(self.native, pw, h, [(cos, sin)], kv_caches, tables)
+        if out is not None:
+            return out
         residual = None
         for i, (plan, (k_cache, v_cache)) in enumerate(zip(self.layers, kv_caches, strict=True)):
             layer_meta, block_tables, lens = tables(i)
